@@ -1,0 +1,73 @@
+"""The management host's nightly service checks the node over SSH and reports."""
+
+import json
+
+import aerie_testinfra
+import pytest
+import testinfra
+
+testinfra_hosts = aerie_testinfra.hosts("drift_checkers")
+NODE = testinfra.get_host(aerie_testinfra.hosts("checked_nodes")[0])
+REPORTS = "/var/lib/aerie-drift/reports"
+FACT = "/etc/ansible/facts.d/aerie.fact"
+
+
+def run_service(host):
+    """Start the oneshot service as the timer would; return (unit result, latest report)."""
+    res = host.run("systemctl start aerie-drift-check.service")
+    report = json.loads(host.file(f"{REPORTS}/latest.json").content_string)
+    return res.rc, report
+
+
+def test_timer_is_scheduled_nightly(host):
+    timer = host.file("/etc/systemd/system/aerie-drift-check.timer").content_string
+    assert "OnCalendar=*-*-* 02:30:00" in timer and "Persistent=true" in timer
+    assert "RandomizedDelaySec=1800" in timer
+    assert host.service("aerie-drift-check.timer").is_enabled
+    assert host.service("aerie-drift-check.timer").is_running
+
+
+def test_service_runs_unprivileged_from_the_installed_release(host):
+    unit = host.file("/etc/systemd/system/aerie-drift-check.service").content_string
+    assert "User=aerie-drift" in unit
+    release = host.file("/opt/aerie/current")
+    assert release.is_symlink
+    revision = host.file("/opt/aerie/current/REVISION").content_string.strip()
+    assert release.linked_to.endswith(revision)
+    assert host.run("/opt/aerie/venv/bin/ansible-playbook --version").stdout.startswith("ansible-playbook [core 2.19")
+
+
+@pytest.fixture
+def converged_node():
+    original = NODE.file(FACT).content_string
+    yield
+    NODE.run(f"cat > {FACT} <<'EOF'\n{original}EOF\n")
+    NODE.run("systemctl start ssh")
+
+
+def test_no_drift_then_drift_then_unreachable(host, converged_node):
+    rc, report = run_service(host)
+    assert rc == 0, host.run("journalctl -u aerie-drift-check --no-pager | tail -30").stdout
+    assert report["exit_code"] == 0
+    assert report["hosts"]["drift_check-node"]["status"] == "ok"
+    assert host.file("/var/lib/aerie-drift/last-summary").content_string.startswith("drift-check: no drift")
+
+    # An admin edits a managed file by hand: drift (exit 2, still a successful unit).
+    NODE.run(f"sed -i 's/drift-scenario/hand-edited/' {FACT}")
+    rc, report = run_service(host)
+    assert rc == 0
+    assert report["exit_code"] == 2
+    (finding,) = report["findings"]
+    assert finding["hosts"] == ["drift_check-node"]
+    assert (finding["role"], finding["task"]) == ("aerie_node", "Ensure the node records what aerie declares it to be")
+    assert '-    "site": "hand-edited"' in finding["diff"]
+    assert NODE.file(FACT).content_string.count("hand-edited") == 1  # check mode changed nothing
+    html = host.file(f"{REPORTS}/latest.html").content_string
+    assert "drifted: 1" in html
+
+    # The node stops answering SSH: exit 4 and a failed unit.
+    NODE.run("systemctl stop ssh.socket ssh.service")
+    rc, report = run_service(host)
+    assert rc != 0
+    assert report["exit_code"] == 4
+    assert report["hosts"]["drift_check-node"]["status"] == "unreachable"
