@@ -1,0 +1,184 @@
+#!/usr/bin/python
+"""Ansible module: bind mounts into every kept version of a named chroot tree."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: chroot_mounts
+short_description: Bind-mount host paths into every version of a chroot tree, persistently
+description:
+  - For every version C(ROOT/NAME-vVERSION) on disk, ensures each entry of
+    O(mounts) is bind-mounted into it. What is mounted is read from
+    C(/proc/self/mountinfo), so nothing is ever mounted twice.
+  - Keeps one managed block per name in O(fstab) listing exactly those
+    mounts, so systemd's fstab generator restores them at boot; entries of
+    versions that no longer exist drop out of the block.
+  - Mount targets missing in a tree are created (directories, or empty files
+    for file sources), resolving symbolic links with the tree as C(/).
+version_added: "0.1.0"
+author: aerie
+options:
+  name:
+    description: Name of the tree.
+    type: str
+    required: true
+  root:
+    description: Directory holding the trees.
+    type: path
+    default: /chroot
+  mounts:
+    description: Host paths to bind-mount, in mount order (parents before children, C(/dev) before C(/dev/pts)).
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      src:
+        description: Host path.
+        type: path
+        required: true
+      dest:
+        description: Path inside the tree; defaults to O(mounts[].src).
+        type: path
+      optional:
+        description: Skip (with a warning) when O(mounts[].src) does not exist instead of failing.
+        type: bool
+        default: false
+      readonly:
+        description: Mount read-only.
+        type: bool
+        default: false
+  fstab:
+    description: File holding the persistent entries.
+    type: path
+    default: /etc/fstab
+notes:
+  - Supports check mode and diff mode (the fstab block).
+"""
+
+EXAMPLES = r"""
+- name: Ensure system directories are bind-mounted into every sl5 version
+  chroot_mounts:
+    name: sl5
+    mounts:
+      - src: /proc
+      - src: /dev
+      - src: /dev/pts
+      - src: /etc/passwd
+      - src: /cvmfs
+        optional: true
+"""
+
+RETURN = r"""
+mounted:
+  description: Mount points mounted by this run.
+  type: list
+  elements: str
+  returned: always
+skipped_sources:
+  description: Optional sources that do not exist on the host.
+  type: list
+  elements: str
+  returned: always
+versions:
+  description: Versions the mounts apply to.
+  type: list
+  elements: str
+  returned: always
+"""
+
+import os
+
+from ansible.module_utils.aerie_chroot import (
+    ChrootError,
+    list_versions,
+    read_text,
+    resolve_in_tree,
+    tree_dirname,
+    write_atomic,
+)
+from ansible.module_utils.aerie_chroot_mounts import (
+    FSTAB_BANNER,
+    fstab_block,
+    fstab_line,
+    mounted_points,
+    parse_mountinfo,
+    replace_fstab_block,
+)
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type="str", required=True),
+            root=dict(type="path", default="/chroot"),
+            mounts=dict(
+                type="list",
+                elements="dict",
+                required=True,
+                options=dict(
+                    src=dict(type="path", required=True),
+                    dest=dict(type="path"),
+                    optional=dict(type="bool", default=False),
+                    readonly=dict(type="bool", default=False),
+                ),
+            ),
+            fstab=dict(type="path", default="/etc/fstab"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    name, root = p["name"], p["root"]
+    result = {"changed": False, "mounted": [], "skipped_sources": [], "versions": []}
+    try:
+        versions = list_versions(root, name)
+        result["versions"] = versions
+        active = []
+        for m in p["mounts"]:
+            if os.path.exists(m["src"]):
+                active.append(m)
+            elif m["optional"]:
+                result["skipped_sources"].append(m["src"])
+            else:
+                raise ChrootError(f"bind mount source {m['src']} does not exist on the host (mark it optional?)")
+        mounted = mounted_points(parse_mountinfo(read_text("/proc/self/mountinfo")))
+        body = []
+        for version in versions:
+            tree = os.path.join(root, tree_dirname(name, version))
+            for m in active:
+                target = resolve_in_tree(tree, m["dest"] or m["src"])
+                body.append(fstab_line(m["src"], target, m["readonly"]))
+                if target in mounted:
+                    continue
+                result["changed"] = True
+                result["mounted"].append(target)
+                if module.check_mode:
+                    continue
+                if os.path.isdir(m["src"]):
+                    os.makedirs(target, mode=0o755, exist_ok=True)
+                elif not os.path.exists(target):
+                    os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+                    with open(target, "a", encoding="utf-8"):
+                        os.chmod(target, 0o644)
+                argv = ["mount", "--bind", m["src"], target]
+                rc, _out, err = module.run_command(argv)
+                if rc == 0 and m["readonly"]:
+                    rc, _out, err = module.run_command(["mount", "-o", "remount,bind,ro", target])
+                if rc != 0:
+                    raise ChrootError(f"cannot bind-mount {m['src']} on {target}: {err.strip()}")
+        before = read_text(p["fstab"])
+        if fstab_block(before, name) != ([f"# {FSTAB_BANNER}", *body] if body else []):
+            after = replace_fstab_block(before, name, body, FSTAB_BANNER)
+            result["changed"] = True
+            result["fstab_changed"] = True
+            result["diff"] = {"before": before, "after": after, "before_header": p["fstab"], "after_header": p["fstab"]}
+            if not module.check_mode:
+                write_atomic(p["fstab"], after, 0o644)
+        module.exit_json(**result)
+    except ChrootError as exc:
+        module.fail_json(msg=str(exc), **result)
+
+
+if __name__ == "__main__":
+    main()
