@@ -1,0 +1,84 @@
+"""The VM universe node: libvirt, the NAT network, the knobs HTCondor reads, the plugin at work."""
+
+from __future__ import annotations
+
+import json
+
+import aerie_testinfra
+
+testinfra_hosts = aerie_testinfra.hosts("worker_nodes")
+
+VALIDATOR = "/opt/aerie/condor-validator/bin/python"
+PLUGIN = "/usr/local/libexec/aerie-vm-nfs-plugin"
+PROBE = """
+import json, sys, htcondor2
+print(json.dumps({name: htcondor2.param.get(name) for name in sys.argv[1:]}))
+"""
+
+
+def params(host, *names):
+    cmd = host.run_expect([0], "%s -c %s" + " %s" * len(names), VALIDATOR, PROBE, *names)
+    return json.loads(cmd.stdout)
+
+
+def test_libvirtd_runs_and_starts_at_boot(host):
+    libvirtd = host.service("libvirtd")
+    assert libvirtd.is_running
+    assert libvirtd.is_enabled
+
+
+def test_nat_network_is_active_and_autostarts(host):
+    info = host.run_expect([0], "virsh -c qemu:///system net-info default").stdout
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    assert fields["Active"].strip() == "yes"
+    assert fields["Autostart"].strip() == "yes"
+    assert fields["Bridge"].strip() == "virbr0"
+    assert host.interface("virbr0").exists
+
+
+def test_facts_module_found_kvm_and_the_role_turned_the_vm_universe_on(host):
+    fact = json.loads(host.file("/etc/ansible/facts.d/condor_vm.fact").content_string)
+    assert fact["vm_universe"] is True
+    assert "x86_64" in fact["kvm_domain_archs"]
+    assert fact["libvirt_version"].startswith("9.")
+
+
+def test_plugin_answers_classad(host):
+    out = host.run_expect([0], "%s -classad", PLUGIN).stdout
+    assert 'SupportedMethods = "nfs"' in out
+    assert "MultipleFileSupport = true" in out
+
+
+def test_htcondor_reads_the_vm_knobs_and_the_plugin(host):
+    got = params(
+        host, "VM_TYPE", "VM_MEMORY", "VM_MAX_NUMBER", "VM_NETWORKING", "VM_NETWORKING_TYPE", "FILETRANSFER_PLUGINS"
+    )
+    assert got["VM_TYPE"] == "kvm"
+    assert got["VM_MAX_NUMBER"] == "2"
+    assert got["VM_NETWORKING"] is True  # htcondor2 types booleans
+    assert got["VM_NETWORKING_TYPE"] == "nat"
+    plugins = [p.strip() for p in got["FILETRANSFER_PLUGINS"].split(",")]
+    # Appended: HTCondor's own plugins (curl for http/https) stay.
+    assert plugins[-1] == PLUGIN
+    assert any(p.endswith("/curl_plugin") for p in plugins)
+    # A compute node: host memory (as Ansible counts it) minus the 2048 MiB reserve and
+    # nova's reservation (openstack_compute's default, 2048 MiB).
+    meminfo = dict(line.split(":", 1) for line in host.file("/proc/meminfo").content_string.splitlines())
+    memtotal_mb = int(meminfo["MemTotal"].split()[0]) // 1024
+    assert int(got["VM_MEMORY"]) == memtotal_mb - 2048 - 2048
+
+
+def test_plugin_stages_a_qcow2_overlay_in_a_job_sandbox(host):
+    root, sandbox = "/srv/vm-templates", "/var/lib/condor/execute/dir_4242"
+    host.run_expect([0], "mkdir -p %s %s && truncate -s 64M %s/sl6.img", root, sandbox, root)
+    try:
+        host.run_expect([0], "%s nfs:%s/sl6.img:vmimage.img %s/sl6.img:vmimage.img", PLUGIN, root, sandbox)
+        info = json.loads(host.run_expect([0], "qemu-img info --output=json %s/vmimage.img", sandbox).stdout)
+        assert info["format"] == "qcow2"
+        assert info["backing-filename"] == f"{root}/sl6.img"
+        assert info["backing-filename-format"] == "raw"
+        refused = host.run("%s nfs:/etc/shadow:x.img %s/x", PLUGIN, sandbox)
+        assert refused.rc == 1
+        assert "outside the allowed roots" in refused.stderr
+    finally:
+        host.run("rm -rf %s %s", root, sandbox)
