@@ -27,6 +27,15 @@ def test_libvirtd_runs_and_starts_at_boot(host):
     assert libvirtd.is_enabled
 
 
+def test_libvirtd_does_not_exit_when_idle(host):
+    # Debian's unit passes --timeout 120; the role's drop-in clears it, so the
+    # daemon is still there on the next run (and for HTCondor's probes).
+    env = host.run("systemctl show libvirtd -p Environment").stdout
+    assert "--timeout" not in env
+    cmdline = host.run("cat /proc/$(systemctl show libvirtd -p MainPID --value)/cmdline | tr '\\0' ' '").stdout
+    assert "libvirtd" in cmdline and "--timeout" not in cmdline
+
+
 def test_nat_network_is_active_and_autostarts(host):
     info = host.run_expect([0], "virsh -c qemu:///system net-info default").stdout
     fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
