@@ -1,0 +1,105 @@
+"""drift-check against a converged site: clean, tampered, re-converged, a node down.
+
+The tests drive the real scripts/drift-check (ansible-playbook --check --diff
+with aerie's callback) over molecule's inventory of this scenario.
+"""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import aerie_testinfra
+import pytest
+import testinfra
+
+REPO = Path(__file__).resolve().parents[3]
+INVENTORY = Path(os.environ.get("MOLECULE_INVENTORY_FILE", "/nonexistent")).parent
+HOSTS = {name: testinfra.get_host(f"podman://{name}") for name in
+         (h.split("://")[1] for h in aerie_testinfra.hosts())}
+
+
+def drift_check(tmp_path: Path) -> tuple[int, dict]:
+    report_dir = tmp_path / "reports"
+    res = subprocess.run([str(REPO / ".venv/bin/python"), str(REPO / "scripts/drift-check"), "-i", str(INVENTORY),
+                          "--report-dir", str(report_dir)], capture_output=True, text=True, check=False)
+    latest = report_dir / "latest.json"
+    assert latest.exists(), res.stdout + res.stderr
+    return res.returncode, json.loads(latest.read_text())
+
+
+def converge() -> None:
+    res = subprocess.run([str(REPO / ".venv/bin/ansible-playbook"), "-i", str(INVENTORY), str(REPO / "site.yml")],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stdout[-3000:]
+
+
+@pytest.fixture(scope="module")
+def tampered(tmp_path_factory):
+    """Hand edits an admin might make, one per kind the issue names."""
+    w1, w2, squid = HOSTS["site-worker1"], HOSTS["site-worker2"], HOSTS["site-squid"]
+    w1.run("echo 'START = False' >> /etc/condor/config.d/10-aerie-execute.conf")
+    squid.run("systemctl stop squid")
+    w2.run("mkdir -p /chroot/elsewhere && ln -sfn elsewhere /chroot/bullseye.tmp"
+           " && mv -T /chroot/bullseye.tmp /chroot/bullseye")
+    w2.run("DEBIAN_FRONTEND=noninteractive apt-get remove -y -q qemu-utils")
+    return drift_check(tmp_path_factory.mktemp("tampered"))
+
+
+def test_converged_site_has_no_drift(tmp_path):
+    rc, report = drift_check(tmp_path)
+    assert rc == 0, json.dumps(report["findings"], indent=1)[:3000]
+    assert report["summary"]["hosts"] == 4 and report["summary"]["ok"] == 4
+
+
+def test_tampering_is_drift_on_exactly_the_tampered_hosts(tampered):
+    rc, report = tampered
+    assert rc == 2
+    drifted = {h for h, v in report["hosts"].items() if v["status"] == "drift"}
+    assert drifted == {"site-worker1", "site-worker2", "site-squid"}
+    assert report["hosts"]["site-compute"]["status"] == "ok"
+
+
+def tasks_of(report, host):
+    return {(c["role"], c["task"]): c["diff"] for c in report["hosts"][host]["changes"]}
+
+
+def test_edited_htcondor_fragment_is_named_with_its_diff(tampered):
+    changes = tasks_of(tampered[1], "site-worker1")
+    diffs = [d for (role, _task), d in changes.items() if role == "condor_worker"]
+    assert any("-START = False" in d for d in diffs), changes
+
+
+def test_stopped_squid_is_named(tampered):
+    changes = tasks_of(tampered[1], "site-squid")
+    assert ("squid", "Ensure squid runs and starts at boot") in changes
+
+
+def test_repointed_chroot_link_is_named(tampered):
+    changes = tasks_of(tampered[1], "site-worker2")
+    chroot = {k: d for k, d in changes.items() if k[0] == "chroot"}
+    assert chroot, changes
+    assert any("elsewhere" in d for d in chroot.values()), chroot
+
+
+def test_removed_package_is_named(tampered):
+    changes = tasks_of(tampered[1], "site-worker2")
+    assert any(role == "condor_vm" for role, _ in changes), changes
+
+
+def test_converging_again_clears_the_drift(tampered, tmp_path):
+    converge()
+    rc, report = drift_check(tmp_path)
+    assert rc == 0, json.dumps(report["findings"], indent=1)[:3000]
+
+
+def test_a_stopped_node_is_exit_4(tmp_path):
+    subprocess.run(["podman", "stop", "--time", "5", "site-compute"], check=True, capture_output=True)
+    try:
+        rc, report = drift_check(tmp_path)
+    finally:
+        subprocess.run(["podman", "start", "site-compute"], check=True, capture_output=True)
+    assert rc == 4
+    assert report["hosts"]["site-compute"]["status"] in ("unreachable", "failed")
+    assert {h for h, v in report["hosts"].items() if v["status"] == "ok"} == {
+        "site-worker1", "site-worker2", "site-squid"}
