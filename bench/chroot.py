@@ -1,12 +1,20 @@
 """Benchmark: a new chroot version when one package changed, and the switch latency.
 
-Full bootstrap (debootstrap bullseye minbase, what chroot_tree does today)
-versus an incremental build that clones the previous tree (cp --reflink=auto,
-or a hard-link copy) and installs the changed package into the clone with
-`chroot CLONE dpkg -i`. The previous tree must stay byte-identical: its checksum
-(paths, modes, owners, link targets and file contents) is taken before and
-after. Needs root, debootstrap, dpkg and the Debian mirror; results go to
-bench/chroot.md by hand. Run: python bench/chroot.py [--mirror URL]
+Part 1, the raw operations: a full bootstrap (debootstrap bullseye minbase)
+versus cloning the previous tree (cp --reflink=auto, or a hard-link copy) and
+installing the changed package into the clone with `chroot CLONE dpkg -i`.
+The previous tree must stay byte-identical: its checksum (paths, modes,
+owners, link targets and file contents) is taken before and after.
+
+Part 2, the chroot_tree module as a site runs it (--module): version 1 built
+in full, then version 2 with one more package (`hello`) built with
+build_mode=incremental and, for comparison, with build_mode=full. The
+incremental build includes everything the module does: the read-only view,
+the copy, apt-get update/dist-upgrade/install in the copy, the secure pass,
+the package list and the manifest.
+
+Needs root, debootstrap, dpkg and the Debian mirror; results go to
+bench/chroot.md by hand. Run: python bench/chroot.py [--mirror URL] [--module]
 """
 
 from __future__ import annotations
@@ -64,6 +72,46 @@ def incremental(previous: Path, clone: Path, copy_flags: list[str]) -> float:
     return time.monotonic() - start
 
 
+MODULE_ROOT = Path("/var/lib/aerie-bench/chroot")  # the chain to the trees must be root-owned, not writable
+
+
+def module_build(version: str, include: list[str], mode: str, mirror: str) -> tuple[float, dict]:
+    """Run chroot_tree through ansible on localhost; (seconds, module result)."""
+    import json
+
+    args = {"name": "deb", "version": version, "root": str(MODULE_ROOT), "bootstrapper": "debootstrap",
+            "debootstrap": {"suite": "bullseye", "mirror": mirror, "include": include}, "build_mode": mode}  # fmt: skip
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+               ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_CACHE_PLUGIN="memory")  # fmt: skip
+    argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-c", "local", "-i", "localhost,",
+            "-m", "chroot_tree", "-a", json.dumps(args)]  # fmt: skip
+    start = time.monotonic()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - start
+    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    if result.get("failed"):
+        raise SystemExit(f"chroot_tree failed: {result.get('msg')}")
+    return seconds, result
+
+
+def module_bench(mirror: str) -> None:
+    shutil.rmtree(MODULE_ROOT, ignore_errors=True)
+    MODULE_ROOT.mkdir(parents=True, mode=0o755)
+    first, _ = module_build("1", [], "full", mirror)
+    before = tree_checksum(MODULE_ROOT / "deb-v1")
+    incremental_s, result = module_build("2", ["hello"], "incremental", mirror)
+    assert result["build_mode"] == "incremental" and result["base_version"] == "1", result
+    same = tree_checksum(MODULE_ROOT / "deb-v1") == before
+    shutil.rmtree(MODULE_ROOT / "deb-v2")
+    full_s, result = module_build("2", ["hello"], "full", mirror)
+    assert result["build_mode"] == "full", result
+    shutil.rmtree(MODULE_ROOT, ignore_errors=True)
+    print(f"module: version 1, full: {first:.1f} s")
+    print(f"module: version 2 (+hello), full: {full_s:.1f} s")
+    print(f"module: version 2 (+hello), incremental: {incremental_s:.1f} s ({full_s / incremental_s:.1f}x)")
+    print(f"module: version 1 unchanged by the incremental build: {same}")
+
+
 def switch_latency(count: int = 2000) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         for v in ("a", "b"):
@@ -82,7 +130,11 @@ def switch_latency(count: int = 2000) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mirror", default="http://deb.debian.org/debian")
+    parser.add_argument("--module", action="store_true", help="only part 2: the chroot_tree module")
     args = parser.parse_args()
+    if args.module:
+        module_bench(args.mirror)
+        return
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     previous = WORK / "prev"

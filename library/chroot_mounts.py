@@ -18,15 +18,8 @@ description:
     for file sources), resolving symbolic links with the tree as C(/).
 version_added: "0.1.0"
 author: aerie
+extends_documentation_fragment: [aerie_chroot]
 options:
-  name:
-    description: Name of the tree.
-    type: str
-    required: true
-  root:
-    description: Directory holding the trees.
-    type: path
-    default: /chroot
   mounts:
     description: Host paths to bind-mount, in mount order (parents before children, C(/dev) before C(/dev/pts)).
     type: list

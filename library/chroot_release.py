@@ -21,11 +21,8 @@ description:
     recorded in the fact file.
 version_added: "0.1.0"
 author: aerie
+extends_documentation_fragment: [aerie_chroot]
 options:
-  name:
-    description: Name of the tree.
-    type: str
-    required: true
   version:
     description: Version to serve. Required unless O(rollback=true).
     type: str
@@ -33,10 +30,6 @@ options:
     description: Without O(version), switch to the recorded previous version.
     type: bool
     default: false
-  root:
-    description: Directory holding the trees.
-    type: path
-    default: /chroot
   smoke_command:
     description: Command (argument list) run inside the tree with chroot; must exit 0.
     type: list

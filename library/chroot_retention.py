@@ -20,15 +20,8 @@ description:
   - Leftovers of an interrupted delete are removed too.
 version_added: "0.1.0"
 author: aerie
+extends_documentation_fragment: [aerie_chroot]
 options:
-  name:
-    description: Name of the tree.
-    type: str
-    required: true
-  root:
-    description: Directory holding the trees.
-    type: path
-    default: /chroot
   keep_count:
     description: Newest versions to keep besides the current and previous ones.
     type: int

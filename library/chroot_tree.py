@@ -12,7 +12,8 @@ description:
     (C(dnf)/C(yum) with C(--installroot), C(debootstrap), or a checksummed
     C(tarball)), secured and prepared for HTCondor.
   - The tree is built in a hidden directory C(ROOT/.NAME-vVERSION.build-XXXX)
-    beside the final one and renamed on success, so a half-built tree never
+    beside the final one and renamed on success (O(root) is created
+    root-owned C(0755) when missing), so a half-built tree never
     carries the final name. Leftovers of an interrupted build are unmounted
     and removed by the next run.
   - The secure pass strips setuid/setgid bits from every file not in
@@ -25,21 +26,23 @@ description:
   - Versions are immutable. The same inputs again change nothing; different
     inputs for an existing version fail unless O(force=true), which deletes
     and rebuilds that version (never the one the stable path points at).
+  - With O(build_mode=incremental) a new version starts as a copy of a kept
+    version built from the same distribution inputs (the current one first)
+    and gets the bootstrapper's package step (dnf C(upgrade) and C(install),
+    or C(apt-get dist-upgrade) and C(install) inside the copy), then the same
+    secure pass and manifest. The copy is taken through a read-only,
+    non-recursive bind mount of the base, so the base stays byte-identical
+    and what is bind-mounted into it (C(/proc), C(/home), the host's
+    C(/etc/passwd)) is not copied. When no kept version qualifies (see
+    RV(build_notes)), the version is built in full.
 version_added: "0.1.0"
 author: aerie
+extends_documentation_fragment: [aerie_chroot]
 options:
-  name:
-    description: Name of the tree (letters, digits, C(_)); the stable path is C(ROOT/NAME).
-    type: str
-    required: true
   version:
     description: Version to build; the tree is C(ROOT/NAME-vVERSION). Letters, digits, C(.), C(_).
     type: str
     required: true
-  root:
-    description: Directory holding the trees. Created root-owned C(0755) when missing.
-    type: path
-    default: /chroot
   bootstrapper:
     description: How the tree is populated.
     type: str
@@ -125,6 +128,17 @@ options:
     description: HTCondor EXECUTE path to create inside the tree (the starter puts job sandboxes there).
     type: path
     default: /var/lib/condor/execute
+  build_mode:
+    description:
+      - V(incremental) clones a compatible kept version and updates the copy; it
+        falls back to V(full) when none qualifies. A kept version qualifies when
+        it was built by the same bootstrapper from the same repositories,
+        release, suite, mirror and variant, its package list is contained in the
+        new one, and O(setuid_allow) did not gain paths.
+      - V(full) always bootstraps from scratch. Tarball trees are always full.
+    type: str
+    choices: [full, incremental]
+    default: incremental
   force:
     description:
       - Delete and rebuild the version even though it exists. Destroys that tree.
@@ -194,6 +208,24 @@ cleaned:
   type: list
   elements: str
   returned: always
+build_mode:
+  description:
+    - How the version was (or in check mode would be) built, V(full) or V(incremental).
+    - Null when nothing was built.
+  type: str
+  returned: always
+  sample: incremental
+base_version:
+  description: The kept version an incremental build copied.
+  type: str
+  returned: always
+  sample: "3"
+build_notes:
+  description: Why kept versions were not cloned (a full build of O(build_mode=incremental) says why here).
+  type: list
+  elements: str
+  returned: always
+  sample: ["version 3: dnf.releasever changed"]
 """
 
 import contextlib
@@ -206,15 +238,18 @@ import time
 
 from ansible.module_utils.aerie_chroot import (
     BUILD_MARK,
+    CLONE_MARK,
     MANIFEST,
     ChrootError,
     busy_processes,
     chain_problems,
+    choose_base,
     current_version,
     delete_tree,
     describe_busy,
     inputs_differences,
     list_scratch,
+    list_versions,
     path_chain,
     plan_secure,
     read_manifest,
@@ -273,6 +308,19 @@ def normalise_inputs(params: dict) -> dict:
     }
 
 
+SIGNATURE_FAILURES = ("GPG check FAILED", "is not signed", "Public key for", "NOKEY", "BAD signature")
+
+
+def dnf_failure(rc: int, argv: list, output: str) -> str:
+    """The failure message of a dnf run: signature failures said as such, the rest with dnf's last lines."""
+    tail = "\n".join(output.strip().splitlines()[-15:])
+    if any(marker in output for marker in SIGNATURE_FAILURES):
+        what = "package signature check failed (gpgcheck is on: is gpgkey the key the repository signs with?)"
+    else:
+        what = "dnf --installroot failed (repository unreachable or package missing?)"
+    return f"{what} (rc={rc}): {' '.join(argv)}\n{tail}"
+
+
 class Builder:
     def __init__(self, module: AnsibleModule):
         self.module = module
@@ -308,7 +356,9 @@ class Builder:
         else:
             self.tarball(inputs["tarball"], tmp)
 
-    def dnf(self, cfg, tmp):
+    def dnf(self, cfg, tmp, command=None):
+        """Run one dnf command (default: install the package list) with ``tmp`` as the installroot."""
+        command = command or ["install", *cfg["packages"]]
         if not shutil.which("dnf"):
             raise ChrootError("dnf is not installed on the node")
         repodir = tempfile.mkdtemp(prefix=".repos-", dir=os.path.dirname(tmp))
@@ -322,13 +372,11 @@ class Builder:
                 "dnf", "-y", "-q", f"--installroot={tmp}", f"--releasever={cfg['releasever']}",
                 f"--setopt=reposdir={repodir}", "--setopt=keepcache=0", "--setopt=cachedir=/var/cache/aerie-dnf",
                 f"--setopt=install_weak_deps={cfg['install_weak_deps']}", "--disableplugin=*",
-                "install", *cfg["packages"],
+                *command,
             ]  # fmt: skip
-            self.run(
-                self.timeout_argv(argv),
-                "dnf --installroot (repository unreachable or package missing?)",
-                environ_update={"HOME": repodir},
-            )
+            rc, out, err = self.module.run_command(self.timeout_argv(argv), environ_update={"HOME": repodir})
+            if rc != 0:
+                raise ChrootError(dnf_failure(rc, argv, out + err))
         finally:
             shutil.rmtree(repodir, ignore_errors=True)
         shutil.rmtree(os.path.join(tmp, "var/cache/aerie-dnf"), ignore_errors=True)
@@ -363,6 +411,73 @@ class Builder:
             self.run(["tar", "-x", "-p", "--numeric-owner", "-f", archive, "-C", tmp], "tar")
         finally:
             os.unlink(archive)
+
+    def clone(self, base, tmp, view_prefix):
+        """Copy the tree ``base`` into ``tmp`` as it is on disk.
+
+        A non-recursive bind mount of the base shows the tree itself, not what
+        is mounted into it (/proc, /home, the host's /etc/passwd over the
+        tree's own), and read-only it guarantees the copy never writes to the
+        version that serves jobs. ``--reflink=auto`` shares extents on btrfs
+        and XFS; a hard-link copy would let the update write through into the
+        base (bench/chroot.md).
+        """
+        view = tempfile.mkdtemp(prefix=view_prefix, dir=os.path.dirname(tmp))
+        try:
+            self.run(["mount", "--bind", base, view], "bind-mounting the base version")
+            self.run(["mount", "-o", "remount,bind,ro", view], "making the view of the base version read-only")
+            self.run(["cp", "-a", "--reflink=auto", view + "/.", tmp], "copying the base version")
+        finally:
+            self.release_view(view)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(tmp, MANIFEST))
+
+    def release_view(self, view):
+        """Unmount a read-only view of a base version and remove its mount point (never its content)."""
+        self.unmount(view)
+        try:
+            os.rmdir(view)
+        except OSError as exc:
+            raise ChrootError(f"cannot remove the base view {view}: {exc}") from exc
+
+    def update(self, inputs, tree):
+        """The package step of an incremental build, in the copy ``tree``."""
+        if inputs["bootstrapper"] in ("dnf", "yum"):
+            cfg = inputs["dnf"]
+            self.dnf(cfg, tree, ["upgrade"])
+            self.dnf(cfg, tree)
+        else:
+            self.apt(inputs["debootstrap"], tree)
+
+    def apt(self, cfg, tree):
+        """apt-get inside a copied Debian tree: what a fresh debootstrap of the same inputs would install."""
+        self.run(["mount", "-t", "proc", "proc", os.path.join(tree, "proc")], "mounting /proc in the copy")
+        resolv = os.path.join(tree, "etc/resolv.conf")
+        if os.path.isfile("/etc/resolv.conf") and os.path.isfile(resolv) and not os.path.islink(resolv):
+            # The tree's copy is the resolver of the day it was bootstrapped.
+            self.run(["mount", "--bind", "/etc/resolv.conf", resolv], "bind-mounting the host's resolv.conf")
+        policy = os.path.join(tree, "usr/sbin/policy-rc.d")
+        ours = not os.path.lexists(policy)
+        if ours:  # no maintainer script may start a daemon in the copy
+            with open(policy, "w", encoding="utf-8") as handle:
+                handle.write("#!/bin/sh\nexit 101\n")
+            os.chmod(policy, 0o755)
+        env = {"DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+        apt = ["chroot", tree, "apt-get", "-q", "-y", "-o", "Dpkg::Options::=--force-confdef",
+               "-o", "Dpkg::Options::=--force-confold"]  # fmt: skip
+        try:
+            self.run(self.timeout_argv([*apt, "update"]), "apt-get update in the copy (mirror unreachable?)",
+                     environ_update=env)  # fmt: skip
+            self.run(self.timeout_argv([*apt, "dist-upgrade"]), "apt-get dist-upgrade in the copy", environ_update=env)
+            if cfg["include"]:
+                argv = [*apt, "install", "--no-install-recommends", *cfg["include"]]
+                self.run(self.timeout_argv(argv), "apt-get install in the copy", environ_update=env)
+            self.run([*apt, "clean"], "apt-get clean in the copy", environ_update=env)
+        finally:
+            if ours:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(policy)
+            self.unmount(tree)
 
     def packages(self, tree):
         if os.path.isdir(os.path.join(tree, "var/lib/dpkg")) and shutil.which("dpkg-query"):
@@ -416,6 +531,34 @@ def ensure_root(module, root):
     return changed
 
 
+def inherited_secure_pass(base_manifest, tree, secured):
+    """The secure pass of a copied tree: the base's changes that still hold in it, then this pass's."""
+    fresh = {c["path"] for c in secured}
+    kept = []
+    for change in (base_manifest or {}).get("secure_pass") or []:
+        try:
+            mode = os.lstat(os.path.join(tree, change["path"].lstrip("/"))).st_mode
+        except OSError:
+            continue  # the update removed the file
+        if change["path"] not in fresh and oct(mode & 0o7777) == change["after"]:
+            kept.append(change)
+    return sorted(kept + secured, key=lambda c: c["path"])
+
+
+def plan_mode(params, inputs):
+    """(mode, base version or None, notes): how the version would be built now."""
+    if params["build_mode"] == "full":
+        return "full", None, []
+    root, name = params["root"], params["name"]
+    candidates = [(v, read_manifest(os.path.join(root, tree_dirname(name, v))))
+                  for v in list_versions(root, name) if v != params["version"]]  # fmt: skip
+    candidates = [(v, m) for v, m in candidates if m is not None]
+    if not candidates:
+        return "full", None, [f"no kept version of {name} to clone"]
+    base, notes = choose_base(inputs, candidates, current_version(root, name))
+    return ("incremental" if base else "full"), base, notes
+
+
 def build(module, builder, inputs, final, existing, result):
     """Build ``final`` in a scratch directory beside it; return the manifest (caller holds the tree lock)."""
     p = module.params
@@ -424,7 +567,12 @@ def build(module, builder, inputs, final, existing, result):
         # Another run built it while this one waited for the lock.
         result["changed"] = result["built"] = False
         return read_manifest(final)
-    # A killed earlier run may have left a build directory (with debootstrap's /proc mounted in it).
+    # A killed earlier run may have left a build directory (with debootstrap's
+    # /proc mounted in it) and, for an incremental build, the base's view.
+    for stale in list_scratch(root, name, CLONE_MARK):
+        if os.path.basename(stale).startswith(scratch_prefix(name, version, CLONE_MARK)):
+            builder.release_view(stale)
+            result["cleaned"].append(stale)
     for stale in list_scratch(root, name, BUILD_MARK):
         if os.path.basename(stale).startswith(scratch_prefix(name, version, BUILD_MARK)):
             delete_tree(stale, builder.unmount, root)
@@ -435,17 +583,27 @@ def build(module, builder, inputs, final, existing, result):
             raise ChrootError(describe_busy(final, in_use))
         delete_tree(final, builder.unmount, root)
 
+    # Planned again under the lock: a base chosen before it may have been deleted since.
+    mode, base, notes = plan_mode(p, inputs)
+    result.update(build_mode=mode, base_version=base, build_notes=notes)
     tmp = tempfile.mkdtemp(prefix=scratch_prefix(name, version, BUILD_MARK), dir=root)
     os.chmod(tmp, 0o755)
     started = time.time()
     try:
-        builder.bootstrap(inputs, tmp)
+        if base is None:
+            builder.bootstrap(inputs, tmp)
+        else:
+            builder.clone(os.path.join(root, tree_dirname(name, base)), tmp, scratch_prefix(name, version, CLONE_MARK))
+            builder.update(inputs, tmp)
         secured = builder.secure(tmp, p["setuid_allow"], p["execute_dir"])
+        if base is not None:
+            secured = inherited_secure_pass(read_manifest(os.path.join(root, tree_dirname(name, base))), tmp, secured)
         manifest = {
             "format": MANIFEST_FORMAT,
             "name": name,
             "version": version,
             "inputs": inputs,
+            "build": {"mode": mode, "base_version": base, "notes": notes},
             "packages": builder.packages(tmp),
             "secure_pass": secured,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -505,13 +663,15 @@ def main():
             ),
             setuid_allow=dict(type="list", elements="str", default=[]),
             execute_dir=dict(type="path", default="/var/lib/condor/execute"),
+            build_mode=dict(type="str", default="incremental", choices=["full", "incremental"]),
             force=dict(type="bool", default=False),
             timeout_seconds=dict(type="int", default=3600),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    result = {"changed": False, "built": False, "manifest": {}, "cleaned": []}
+    result = {"changed": False, "built": False, "manifest": {}, "cleaned": [], "build_mode": None,
+              "base_version": None, "build_notes": []}  # fmt: skip
     try:
         name, version, root = p["name"], p["version"], p["root"]
         final = os.path.join(root, tree_dirname(name, version))
@@ -537,6 +697,8 @@ def main():
             raise ChrootError(f"force refused: {final} is the current version of {name}; switch away from it first")
 
         result["changed"] = result["built"] = True
+        mode, base, notes = plan_mode(p, inputs)
+        result.update(build_mode=mode, base_version=base, build_notes=notes)
         result["diff"] = {"before": {"path": final if existing else None, "inputs": (existing or {}).get("inputs")},
                           "after": {"path": final, "inputs": inputs}}  # fmt: skip
         if module.check_mode:

@@ -7,6 +7,8 @@ Layout under a root directory (default ``/chroot``)::
     /chroot/sl5-v4/.aerie-chroot.json        manifest of the version
     /chroot/.sl5-v5.build-XXXX/              a build in progress (never final)
     /chroot/.sl5-v2.delete-XXXX/             a tree being deleted
+    /chroot/.sl5-v5.clone-XXXX/              read-only view of the version an
+                                             incremental build copies
 
 The chroot_tree, chroot_release, chroot_mounts and chroot_retention modules
 import this file; tests/test_chroot.py calls it without root.
@@ -27,6 +29,7 @@ VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._]*$")
 MANIFEST = ".aerie-chroot.json"
 BUILD_MARK = ".build-"
 DELETE_MARK = ".delete-"
+CLONE_MARK = ".clone-"
 
 
 class ChrootError(Exception):
@@ -110,6 +113,53 @@ def inputs_differences(old: dict, new: dict) -> list[str]:
     """Top-level input keys whose values differ between two manifests' ``inputs``."""
     keys = sorted(set(old) | set(new))
     return [k for k in keys if old.get(k) != new.get(k)]
+
+
+def clone_blockers(old: dict, new: dict) -> list[str]:
+    """Why a tree built from ``old`` inputs cannot be cloned and updated into one for ``new`` inputs.
+
+    An incremental build copies a kept version and runs the bootstrapper's
+    package step in the copy (install the list, upgrade the rest). That gives
+    the tree a full build would give only when the base was made from the same
+    distribution, repositories and mirror, and when nothing must leave it:
+    packages dropped from the list would stay, and a setuid bit that the old
+    secure pass stripped cannot come back. Empty list: cloning is sound.
+    """
+    kind_old, kind_new = old.get("bootstrapper"), new.get("bootstrapper")
+    if kind_new == "tarball":
+        return ["a tarball tree is always unpacked whole"]
+    section = "dnf" if kind_new in ("dnf", "yum") else kind_new
+    if ("dnf" if kind_old in ("dnf", "yum") else kind_old) != section:
+        return [f"bootstrapper changed ({kind_old} -> {kind_new})"]
+    before, after = old.get(section) or {}, new.get(section) or {}
+    listed = "packages" if section == "dnf" else "include"
+    blockers = [f"{section}.{key} changed" for key in sorted(set(before) | set(after))
+                if key != listed and before.get(key) != after.get(key)]  # fmt: skip
+    dropped = sorted(set(before.get(listed) or []) - set(after.get(listed) or []))
+    if dropped:
+        blockers.append(f"{section}.{listed} no longer lists {', '.join(dropped)} (a clone would keep them)")
+    regained = sorted(set(new.get("setuid_allow") or []) - set(old.get("setuid_allow") or []))
+    if regained:
+        blockers.append(f"setuid_allow gained {', '.join(regained)} (the copy's bits were stripped)")
+    return blockers
+
+
+def choose_base(new: dict, candidates: list[tuple[str, dict]], current: str | None) -> tuple[str | None, list[str]]:
+    """The kept version an incremental build clones: (version or None, why each candidate was passed over).
+
+    ``candidates`` are (version, manifest) of the kept versions. The current
+    version goes first (it passed its smoke test and serves jobs), then the
+    others newest first.
+    """
+    ordered = sorted(candidates, key=lambda c: version_key(c[0]), reverse=True)
+    ordered.sort(key=lambda c: c[0] != current)  # stable: current first, then newest first
+    passed_over = []
+    for version, manifest in ordered:
+        blockers = clone_blockers((manifest or {}).get("inputs") or {}, new)
+        if not blockers:
+            return version, passed_over
+        passed_over.append(f"version {version}: {'; '.join(blockers)}")
+    return None, passed_over
 
 
 def select_for_removal(versions: list[str], keep_count: int, protected: set) -> list[str]:

@@ -312,3 +312,91 @@ def test_tree_lock_serialises_runs_and_dies_with_its_holder(tmp_path):
         holder.wait()
     with aerie_chroot.tree_lock("sl5", str(tmp_path)) as path:
         assert path == str(tmp_path / "aerie-chroot-sl5.lock")
+
+
+# --- incremental builds -----------------------------------------------------
+
+
+def dnf_inputs(packages, releasever="5", setuid_allow=(), baseurl="file:///srv/repo"):
+    repos = [{"name": "local", "baseurl": baseurl, "gpgcheck": True, "gpgkey": "file:///srv/repo/KEY"}]
+    return {"bootstrapper": "dnf", "dnf": {"releasever": releasever, "repos": repos, "packages": list(packages),
+                                           "install_weak_deps": False},
+            "setuid_allow": sorted(setuid_allow), "execute_dir": "/var/lib/condor/execute"}  # fmt: skip
+
+
+def deb_inputs(include=(), suite="bullseye", mirror="http://deb.debian.org/debian"):
+    return {"bootstrapper": "debootstrap",
+            "debootstrap": {"suite": suite, "mirror": mirror, "variant": "minbase", "include": list(include)},
+            "setuid_allow": [], "execute_dir": "/var/lib/condor/execute"}  # fmt: skip
+
+
+def test_a_copy_qualifies_only_when_a_fresh_build_would_give_the_same_tree():
+    base = dnf_inputs(["bash", "coreutils"], setuid_allow=["/usr/bin/su"])
+    assert aerie_chroot.clone_blockers(base, dnf_inputs(["bash", "coreutils", "python"])) == []
+    assert aerie_chroot.clone_blockers(base, base) == []
+    # yum runs dnf: the same tree either way.
+    assert aerie_chroot.clone_blockers(base, {**dnf_inputs(["bash", "coreutils"]), "bootstrapper": "yum"}) == []
+    assert aerie_chroot.clone_blockers(deb_inputs(), deb_inputs(["hello"])) == []
+
+    assert aerie_chroot.clone_blockers(base, dnf_inputs(["bash"])) == [
+        "dnf.packages no longer lists coreutils (a clone would keep them)"
+    ]
+    assert aerie_chroot.clone_blockers(base, dnf_inputs(["bash", "coreutils"], releasever="6")) == [
+        "dnf.releasever changed"
+    ]
+    assert aerie_chroot.clone_blockers(base, dnf_inputs(["bash", "coreutils"], baseurl="http://x/")) == [
+        "dnf.repos changed"
+    ]
+    gained = dnf_inputs(["bash", "coreutils"], setuid_allow=["/usr/bin/su", "/bin/ping"])
+    assert aerie_chroot.clone_blockers(base, gained) == [
+        "setuid_allow gained /bin/ping (the copy's bits were stripped)"
+    ]
+    assert aerie_chroot.clone_blockers(deb_inputs(), deb_inputs(suite="bookworm")) == ["debootstrap.suite changed"]
+    assert aerie_chroot.clone_blockers(deb_inputs(["hello"]), deb_inputs()) == [
+        "debootstrap.include no longer lists hello (a clone would keep them)"
+    ]
+    assert aerie_chroot.clone_blockers(base, deb_inputs()) == ["bootstrapper changed (dnf -> debootstrap)"]
+    tarball = {"bootstrapper": "tarball", "tarball": {"src": "/x.tar", "checksum": "sha256:00"}}
+    assert aerie_chroot.clone_blockers(tarball, tarball) == ["a tarball tree is always unpacked whole"]
+
+
+def test_the_current_version_is_the_preferred_base_then_the_newest():
+    new = dnf_inputs(["bash", "python"])
+    candidates = [("1", {"inputs": dnf_inputs(["bash"])}), ("2", {"inputs": dnf_inputs(["bash"])}),
+                  ("10", {"inputs": dnf_inputs(["bash"])})]  # fmt: skip
+    assert aerie_chroot.choose_base(new, candidates, current="2") == ("2", [])
+    assert aerie_chroot.choose_base(new, candidates, current=None) == ("10", [])
+    candidates[2] = ("10", {"inputs": dnf_inputs(["bash"], releasever="6")})
+    assert aerie_chroot.choose_base(new, candidates, current="10") == ("2", ["version 10: dnf.releasever changed"])
+    only_blocked = [("3", {"inputs": dnf_inputs(["bash", "perl"])}), ("4", {})]
+    base, notes = aerie_chroot.choose_base(new, only_blocked, current="3")
+    assert base is None
+    assert notes == ["version 3: dnf.packages no longer lists perl (a clone would keep them)",
+                     "version 4: bootstrapper changed (None -> dnf)"]  # fmt: skip
+
+
+def test_a_copied_tree_keeps_the_base_secure_pass_entries_that_still_hold(tmp_path):
+    (tmp_path / "usr/bin").mkdir(parents=True)
+    for name, mode in (("passwd", 0o755), ("mount", 0o4755)):
+        (tmp_path / "usr/bin" / name).write_text("")
+        os.chmod(tmp_path / "usr/bin" / name, mode)
+    base = {"secure_pass": [
+        {"path": "/usr/bin/passwd", "before": "0o4755", "after": "0o755", "reason": "setuid/setgid stripped"},
+        {"path": "/usr/bin/mount", "before": "0o4755", "after": "0o755", "reason": "setuid/setgid stripped"},
+        {"path": "/usr/bin/gone", "before": "0o4755", "after": "0o755", "reason": "setuid/setgid stripped"},
+    ]}  # fmt: skip
+    # The update re-installed mount with its setuid bit; this build's pass stripped it again.
+    fresh = [{"path": "/usr/bin/mount", "before": "0o4755", "after": "0o755", "reason": "setuid/setgid stripped"}]
+    os.chmod(tmp_path / "usr/bin/mount", 0o755)
+    merged = chroot_tree.inherited_secure_pass(base, str(tmp_path), fresh)
+    assert [c["path"] for c in merged] == ["/usr/bin/mount", "/usr/bin/passwd"]
+    assert merged[0] is fresh[0]
+
+
+def test_a_signature_failure_is_reported_as_one():
+    gpg = "Public key for aerie-legacy-base-1.0-1.x86_64.rpm is not installed.\nError: GPG check FAILED\n"
+    assert chroot_tree.dnf_failure(1, ["dnf", "install"], gpg).startswith("package signature check failed")
+    missing = "Error: Unable to find a match: nosuchpkg\n"
+    msg = chroot_tree.dnf_failure(1, ["dnf", "install", "nosuchpkg"], missing)
+    assert msg.startswith("dnf --installroot failed (repository unreachable or package missing?) (rc=1)")
+    assert msg.endswith("Unable to find a match: nosuchpkg")

@@ -1,6 +1,7 @@
 """Every custom module documents itself: ansible-doc renders it with examples and return values."""
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -15,8 +16,10 @@ def test_there_are_modules():
 
 @pytest.fixture(scope="module")
 def docs():
+    # The checkout's ansible.cfg names doc_fragments/, where shared option docs live.
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
     out = subprocess.run([str(REPO / ".venv/bin/ansible-doc"), "-M", str(REPO / "library"), "--json", *MODULES],
-                         capture_output=True, text=True, check=True).stdout
+                         capture_output=True, text=True, check=True, env=env).stdout
     return json.loads(out)
 
 
@@ -30,3 +33,11 @@ def test_module_renders_with_examples_and_return(docs, module):
         assert opt.get("description"), f"{module}: option {name} has no description"
     assert entry["examples"].strip(), f"{module} has no EXAMPLES"
     assert entry["return"] is not None, f"{module} has no RETURN"
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if m.startswith("chroot_")])
+def test_chroot_modules_share_the_tree_options_from_one_fragment(docs, module):
+    options = docs[module]["doc"]["options"]
+    assert options["name"]["required"] is True
+    assert options["root"]["default"] == "/chroot"
+    assert "stable links" in str(options["root"]["description"])

@@ -65,6 +65,32 @@ def mount_points(host):
     return [line.split(" - ")[0].split()[4] for line in lines]
 
 
+def manifest(host, tree):
+    return json.loads(host.file(f"{tree}/.aerie-chroot.json").content_string)
+
+
+# A tree's own content, without what is bind-mounted into it: paths, modes,
+# owners, sizes, mtimes, link targets and file contents, seen through a
+# read-only non-recursive bind mount.
+DIGEST = r"""set -e
+view=$(mktemp -d); mount --bind {tree} "$view"; mount -o remount,bind,ro "$view"; cd "$view"
+{{ find . -printf '%p %m %U %G %s %T@ %l
+' | LC_ALL=C sort
+   find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum; }} | sha256sum | cut -d' ' -f1
+cd /; umount "$view"; rmdir "$view"
+"""
+
+
+def tree_digest(host, tree):
+    return host.check_output(f"bash -c {shlex.quote(DIGEST.format(tree=tree))}")
+
+
+def own_file(host, tree, path):
+    """A file of the tree itself, not the host file bind-mounted over it."""
+    script = f'v=$(mktemp -d); mount --bind {tree} "$v"; cat "$v{path}"; umount "$v"; rmdir "$v"'
+    return host.check_output(f"bash -c {shlex.quote(script)}")
+
+
 def test_each_tree_serves_its_own_older_userland(host):
     assert host.file("/chroot/deb11").linked_to == "/chroot/deb11-v1"
     assert host.check_output("readlink /chroot/deb11") == "deb11-v1"
@@ -84,7 +110,11 @@ def test_manifest_records_bootstrapper_inputs_and_installed_packages(host):
     assert deb["packages"]["base-files"].startswith("11.")
     el = json.loads(host.file("/chroot/el-v1/.aerie-chroot.json").content_string)
     assert el["inputs"]["dnf"]["packages"] == ["aerie-legacy-base-1.0"]
-    assert el["packages"] == {"aerie-legacy-base": "1.0-1.x86_64"}
+    assert el["packages"]["aerie-legacy-base"] == "1.0-1.x86_64"
+    # gpgcheck was on: dnf imported the repository's signing key into the tree's rpmdb.
+    assert el["inputs"]["dnf"]["repos"][0]["gpgcheck"] is True
+    assert set(el["packages"]) == {"aerie-legacy-base", "gpg-pubkey"}
+    assert deb["build"] == {"mode": "full", "base_version": None, "notes": ["no kept version of deb11 to clone"]}
 
 
 def test_secure_pass_left_setuid_only_on_the_allow_list(host):
@@ -142,6 +172,10 @@ def test_upgrade_switches_the_link_to_the_new_version(host):
     assert (fact(host)["el"]["current"], fact(host)["el"]["previous"]) == ("2", "1")
     assert "/chroot/el-v2/proc" in mount_points(host)  # mounted before the switch
     assert host.file("/chroot/el-v1").is_directory
+    # Version 2 pins another package: a copy of version 1 would keep 1.0's files, so it was built in full.
+    build = manifest(host, "/chroot/el-v2")["build"]
+    assert build["mode"] == "full"
+    assert build["notes"] == ["version 1: dnf.packages no longer lists aerie-legacy-base-1.0 (a clone would keep them)"]
 
 
 SWITCHER = r"""
@@ -215,6 +249,8 @@ def test_bad_input_fails_naming_the_problem_and_the_link_is_untouched(host):
     assert "version 99 of el does not exist" in errors["missing_version"]
     assert "not switching /chroot/el to version 1: smoke test" in errors["failing_smoke_test"]
     assert "versions are immutable" in errors["changed_inputs"] and "dnf" in errors["changed_inputs"]
+    assert errors["wrong_signing_key"].startswith("package signature check failed")
+    assert "GPG check FAILED" in errors["wrong_signing_key"]
     assert host.check_output("readlink /chroot/el") == "el-v2"
     assert host.check_output("ls -A /chroot") == "\n".join(
         ["deb11", "deb11-v1", "el", "el-v1", "el-v2"]
@@ -265,6 +301,26 @@ def test_a_build_killed_midway_keeps_current_serving_and_the_next_run_completes(
         host.run("systemctl stop aerie-slow-http")
 
 
+def test_version_3_is_a_copy_of_the_current_one_which_stays_byte_identical(host):
+    before = tree_digest(host, "/chroot/el-v2")
+    rc, out = converge("-e", "aerie_test_el_version=3", "-e", "aerie_test_keep_count=4")
+    assert rc == 0, out[-3000:]
+    assert host.check_output("readlink /chroot/el") == "el-v3"
+    built = manifest(host, "/chroot/el-v3")
+    # Current version 2 has the same inputs: it is the base, nobody was passed over.
+    assert built["build"] == {"mode": "incremental", "base_version": "2", "notes": []}
+    assert built["packages"] == manifest(host, "/chroot/el-v2")["packages"]
+    assert tree_digest(host, "/chroot/el-v2") == before
+    # The copy holds the tree's own files, not the host's that were mounted over version 2's.
+    assert own_file(host, "/chroot/el-v3", "/etc/passwd") == "root:x:0:0:root:/root:/bin/sh"
+    assert host.check_output("ls -A /chroot/el-v3/proc | wc -l") != "0"  # mounted for jobs after the build
+    assert host.check_output("ls -A /chroot | grep -c 'clone-' || true") == "0"
+    # What version 2's secure pass stripped is still stripped, and still on record.
+    assert host.file("/chroot/el-v3/usr/bin/legacy-ping").mode == 0o755
+    assert "/usr/bin/legacy-ping" in {c["path"] for c in built["secure_pass"]}
+    assert host.file("/chroot/el-v3/usr/bin/legacy-su").mode == 0o4755
+
+
 def test_a_busy_old_version_blocks_cleanup_then_the_oldest_kept_goes(host):
     # Versions now: 1, 2 (current), 5 (built above). Version 3 with keep 1
     # keeps 5 (newest), 3 (current) and 2 (previous): 1 must go.
@@ -286,3 +342,35 @@ def test_a_busy_old_version_blocks_cleanup_then_the_oldest_kept_goes(host):
     assert "/chroot/el-v1/" not in host.file("/etc/fstab").content_string
     unit = host.check_output("systemd-escape --path --suffix=mount /chroot/el-v1/proc")
     assert "LoadState=not-found" in host.check_output(f"systemctl show -p LoadState {shlex.quote(unit)}")
+
+
+def test_force_rebuilds_a_kept_version_but_never_the_current_one(host):
+    old = manifest(host, "/chroot/el-v2")
+    rc, out = converge("-e", "aerie_test_el_version=2", "-e", "chroot_force_rebuild=el")
+    assert rc == 0, out[-3000:]
+    new = manifest(host, "/chroot/el-v2")
+    assert new["built_at"] >= old["built_at"] and new["build"]["base_version"] == "3"
+    assert host.check_output("readlink /chroot/el") == "el-v2"
+    assert mount_points(host).count("/chroot/el-v2/proc") == 1  # the rebuilt tree is mounted again, once
+    rc, out = converge("-e", "aerie_test_el_version=2", "-e", "chroot_force_rebuild=el")
+    assert rc != 0
+    assert "force refused: /chroot/el-v2 is the current version of el; switch away from it first" in out
+    assert manifest(host, "/chroot/el-v2") == new
+
+
+def test_a_debootstrap_version_with_one_more_package_is_a_copy_updated_by_apt(host):
+    before = tree_digest(host, "/chroot/deb11-v1")
+    rc, out = converge("-e", "aerie_test_deb_version=2", "-e", "aerie_test_el_version=2")
+    assert rc == 0, out[-3000:]
+    built = manifest(host, "/chroot/deb11-v2")
+    assert built["build"] == {"mode": "incremental", "base_version": "1", "notes": []}
+    assert host.check_output("chroot /chroot/deb11 hello") == "Hello, world!"
+    assert host.check_output("readlink /chroot/deb11") == "deb11-v2"
+    assert set(built["packages"]) - set(manifest(host, "/chroot/deb11-v1")["packages"]) == {"hello"}
+    assert tree_digest(host, "/chroot/deb11-v1") == before
+    assert host.run("chroot /chroot/deb11-v1 sh -c 'command -v hello'").rc != 0
+    # apt ran under a policy-rc.d of its own and took it away again; nothing of the copy step stays mounted.
+    assert not host.file("/chroot/deb11-v2/usr/sbin/policy-rc.d").exists
+    assert own_file(host, "/chroot/deb11-v2", "/etc/resolv.conf") == own_file(host, "/chroot/deb11-v1",
+                                                                               "/etc/resolv.conf")  # fmt: skip
+    assert not [p for p in mount_points(host) if "clone-" in p or ".build-" in p]
