@@ -84,6 +84,7 @@ def module_build(version: str, include: list[str], mode: str, mirror: str) -> tu
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
                ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_CACHE_PLUGIN="memory")  # fmt: skip
     argv = [str(Path(sys.executable).parent / "ansible"), "localhost", "-c", "local", "-i", "localhost,",
+            "-e", "ansible_python_interpreter=/usr/bin/python3",  # not whatever python3 is first on PATH
             "-m", "chroot_tree", "-a", json.dumps(args)]  # fmt: skip
     start = time.monotonic()
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
