@@ -15,7 +15,9 @@ description:
     where they are not).
   - For O(fstype=cgroup2), ensures the unified hierarchy is mounted at O(path)
     and O(controllers) are enabled in C(cgroup.subtree_control) of
-    O(subtree_control_path).
+    O(subtree_control_path) and of every cgroup above it up to O(path), as
+    cgroup v2 requires (a cgroup offers its children only what its parent
+    enabled).
   - Reads C(/proc/self/mountinfo) and C(/proc/cgroups) and only acts when
     something is missing. An unknown controller, a controller set the kernel
     cannot mount together, or a path that already carries another filesystem
@@ -41,7 +43,10 @@ options:
     elements: str
     default: []
   subtree_control_path:
-    description: v2 only, the cgroup whose children get O(controllers). Defaults to O(path).
+    description:
+      - v2 only, the cgroup whose children get O(controllers), inside O(path). Defaults to O(path).
+      - It must exist; on systemd hosts systemd takes back, on its next reload, controllers
+        that none of its active units asks for.
     type: path
   persist:
     description:
@@ -82,11 +87,12 @@ EXAMPLES = r"""
     controllers: [cpu, cpuacct]
     persist: fstab
 
-- name: Ensure HTCondor's controllers are enabled for children of the v2 root
+- name: Ensure HTCondor's controllers reach the children of system.slice (v2)
   cgroup_mount:
     path: /sys/fs/cgroup
     fstype: cgroup2
     controllers: [cpu, io, memory, pids]
+    subtree_control_path: /sys/fs/cgroup/system.slice
     persist: none
 """
 
@@ -112,11 +118,12 @@ unit_path:
   type: str
   sample: /etc/systemd/system/cgroup-memory.mount
 subtree_control:
-  description: v2 only, the words written (or that would be written) to C(cgroup.subtree_control).
-  returned: when O(fstype=cgroup2)
-  type: list
-  elements: str
-  sample: ["+io"]
+  description:
+    - v2 only, for each cgroup from O(path) down to O(subtree_control_path), the words
+      written (or that would be written) to its C(cgroup.subtree_control).
+  returned: when O(fstype=cgroup2) and O(controllers) are given
+  type: dict
+  sample: {/sys/fs/cgroup: [], /sys/fs/cgroup/system.slice: ["+cpu", "+io"]}
 """
 
 import os
@@ -130,10 +137,11 @@ from ansible.module_utils.aerie_cgroup import (
     normpath,
     parse_mountinfo,
     parse_proc_cgroups,
-    plan_subtree_control,
+    plan_subtree_chain,
     plan_v1_mount,
     plan_v2_mount,
     render_mount_unit,
+    subtree_chain,
     update_fstab,
 )
 from ansible.module_utils.basic import AnsibleModule
@@ -238,22 +246,29 @@ def main() -> None:
             diffs.append({"before_header": params["fstab_path"], "after_header": params["fstab_path"],
                           "before": old_fstab, "after": new_fstab})
 
-    subtree_words: list[str] = []
-    control_file = None
+    # (cgroup.subtree_control file, words to write), top of the chain first.
+    subtree_writes: list[tuple[str, list[str]]] = []
     if fstype == "cgroup2" and controllers:
-        control_dir = normpath(params["subtree_control_path"] or path)
-        control_file = os.path.join(control_dir, "cgroup.subtree_control")
-        available = _read(os.path.join(control_dir, "cgroup.controllers"))
-        enabled_now = _read(control_file)
+        available = _read(os.path.join(path, "cgroup.controllers"))
         if action == "present" or available is not None:
             try:
-                subtree_words = plan_subtree_control(available or "", enabled_now or "", controllers)
+                files = [os.path.join(cgroup, "cgroup.subtree_control")
+                         for cgroup in subtree_chain(path, params["subtree_control_path"] or path)]
+                enabled_now = [_read(f) for f in files]
+                if None in enabled_now:
+                    missing = os.path.dirname(files[enabled_now.index(None)])
+                    raise CgroupError(f"subtree_control_path: {missing} is not a cgroup (no cgroup.subtree_control)")
+                plans = plan_subtree_chain(available or "", enabled_now, controllers)
             except CgroupError as exc:
                 module.fail_json(msg=str(exc), path=path)
-        result["subtree_control"] = subtree_words
-        if subtree_words:
-            diffs.append({"before_header": control_file, "after_header": control_file,
-                          "before": enabled_now or "", "after": " ".join(subtree_words) + "\n"})
+            result["subtree_control"] = {}
+            for index, control_file in enumerate(files):
+                words = plans[index]
+                result["subtree_control"][os.path.dirname(control_file)] = words
+                if words:
+                    subtree_writes.append((control_file, words))
+                    diffs.append({"before_header": control_file, "after_header": control_file,
+                                  "before": enabled_now[index], "after": " ".join(words) + "\n"})
 
     result["changed"] = bool(diffs)
     if module._diff:
@@ -278,12 +293,12 @@ def main() -> None:
             module.run_command(["mount", "-t", fstype, "-o", options, what, path], check_rc=True)
         if plan() != "present":
             module.fail_json(msg=f"{path}: mounting {label} reported success but mountinfo does not show it")
-    if subtree_words:
+    for control_file, words in subtree_writes:
         try:
             with open(control_file, "w") as handle:
-                handle.write(" ".join(subtree_words))
+                handle.write(" ".join(words))
         except OSError as exc:
-            module.fail_json(msg=f"writing {' '.join(subtree_words)} to {control_file} failed: {exc}")
+            module.fail_json(msg=f"writing {' '.join(words)} to {control_file} failed: {exc}")
     module.exit_json(**result)
 
 

@@ -265,6 +265,31 @@ def plan_subtree_control(available_text: str, enabled_text: str, wanted: list[st
     return [f"+{c}" for c in sorted(set(wanted)) if c not in enabled]
 
 
+def subtree_chain(top: str, bottom: str) -> list[str]:
+    """The cgroups from ``top`` down to ``bottom``, both included, top first.
+
+    A v2 controller reaches ``bottom``'s children only when every one of
+    these lists it in its cgroup.subtree_control.
+    """
+    top, bottom = normpath(top), normpath(bottom)
+    if bottom != top and not bottom.startswith(top.rstrip("/") + "/"):
+        raise CgroupError(f"subtree_control_path {bottom} is not inside the cgroup2 hierarchy at {top}")
+    chain = [top]
+    for part in bottom[len(top):].split("/"):
+        if part:
+            chain.append(chain[-1].rstrip("/") + "/" + part)
+    return chain
+
+
+def plan_subtree_chain(available_text: str, enabled_texts: list[str], wanted: list[str]) -> list[list[str]]:
+    """The ``+controller`` words for each cgroup of a chain (see subtree_chain), top first.
+
+    ``available_text`` is the top's cgroup.controllers: a cgroup lower down
+    offers what its parent enables, which this plan enables from the top.
+    """
+    return [plan_subtree_control(available_text, enabled, wanted) for enabled in enabled_texts]
+
+
 def v2_names(v1_controllers: list[str]) -> list[str]:
     """The v2 controllers that provide what the given v1 controllers did."""
     names = {V1_TO_V2.get(c, c) for c in v1_controllers}

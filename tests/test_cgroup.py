@@ -272,3 +272,102 @@ def test_values_are_normalised_as_the_kernel_reads_them_back():
     assert cg.normalise_value("memory.limit_in_bytes", "-1", 4096) == "9223372036854771712"
     assert cg.normalise_value("memory.max", "max", 4096) == "max"
     assert cg.normalise_value("cpu.shares", " 512\n", 4096) == "512"
+
+
+# cgroup v2 as systemd 252 leaves it on a fresh Debian 12 VM (the cgroups_v2 scenario's host).
+VM_ROOT_CONTROLLERS = "cpuset cpu io memory hugetlb pids rdma misc\n"
+VM_SUBTREE = "memory pids\n"
+
+
+def test_subtree_chain_runs_from_the_root_down_to_the_target():
+    assert cg.subtree_chain("/sys/fs/cgroup", "/sys/fs/cgroup/system.slice/") == [
+        "/sys/fs/cgroup", "/sys/fs/cgroup/system.slice"]
+    assert cg.subtree_chain("/sys/fs/cgroup/", "/sys/fs/cgroup") == ["/sys/fs/cgroup"]
+    assert cg.subtree_chain("/sys/fs/cgroup", "/sys/fs/cgroup/a.slice/b.slice")[-1] == "/sys/fs/cgroup/a.slice/b.slice"
+
+
+@pytest.mark.parametrize("outside", ["/sys/fs/cgroupx/system.slice", "/sys/fs", "/tmp"])
+def test_subtree_chain_refuses_a_target_outside_the_hierarchy(outside):
+    with pytest.raises(cg.CgroupError, match=f"subtree_control_path {outside} is not inside"):
+        cg.subtree_chain("/sys/fs/cgroup", outside)
+
+
+def test_subtree_chain_plan_enables_each_level_from_the_root():
+    """On the real VM: neither the root nor system.slice had cpu and io for the base cgroup."""
+    wanted = ["cpu", "io", "memory", "pids"]
+    assert cg.plan_subtree_chain(VM_ROOT_CONTROLLERS, [VM_SUBTREE, VM_SUBTREE], wanted) == [
+        ["+cpu", "+io"], ["+cpu", "+io"]]
+    # system.slice offers only what the root enables: the plan does not ask it.
+    assert cg.plan_subtree_chain(VM_ROOT_CONTROLLERS, ["cpu io memory pids", ""], wanted) == [
+        [], ["+cpu", "+io", "+memory", "+pids"]]
+    with pytest.raises(cg.CgroupError, match="rdma2 is not available"):
+        cg.plan_subtree_chain(VM_ROOT_CONTROLLERS, [VM_SUBTREE, VM_SUBTREE], ["rdma2"])
+
+
+def render_role_template(template: str, facts: dict, **overrides) -> str:
+    """A template of the cgroups role rendered by Ansible with the role's defaults and vars."""
+    import yaml
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar, trust_as_template
+
+    def trusted(value):  # the role's own variables are templates Ansible trusts
+        if isinstance(value, dict):
+            return {key: trusted(item) for key, item in value.items()}
+        return trust_as_template(value) if isinstance(value, str) else value
+
+    role = Path(__file__).resolve().parent.parent / "roles" / "cgroups"
+    variables = {}
+    for name in ("defaults/main.yml", "vars/main.yml"):
+        variables.update(trusted(yaml.safe_load((role / name).read_text())))
+    variables.update(ansible_managed="Ansible managed", cgroups_facts=facts, ansible_facts={"memtotal_mb": 4096},
+                     __cgroups_hierarchies=["blkio", "cpu", "cpuacct", "freezer", "memory", "pids"], **overrides)
+    templar = Templar(loader=DataLoader(), variables=variables)
+    return templar.template(trust_as_template((role / "templates" / template).read_text()))
+
+
+def v2_facts():
+    mounts, table = load("v2-debian12")
+    return cg.detect(mounts, table, VM_ROOT_CONTROLLERS)
+
+
+def test_v2_drop_in_wants_the_base_cgroup_unit_and_limits_no_daemon():
+    text = render_role_template("condor-cgroups.conf.j2", v2_facts(), cgroups_base_memory_limit_mb=512,
+                                cgroups_base_cpu_weight=50)
+    assert "[Unit]\n" in text
+    assert "Wants=aerie-condor-base-cgroup.service\nAfter=aerie-condor-base-cgroup.service\n" in text
+    assert "Delegate=yes\n" in text
+    # The limits are the jobs' (the base cgroup beside the unit), not HTCondor's daemons'.
+    assert "MemoryMax" not in text and "CPUWeight" not in text and "ExecStartPre" not in text
+
+
+def test_v2_base_cgroup_unit_keeps_the_controllers_and_recreates_the_limits():
+    text = render_role_template("condor-base-cgroup.service.j2", v2_facts(), cgroups_base_memory_limit_mb=512,
+                                cgroups_base_cpu_weight=50)
+    lines = text.splitlines()
+    assert "Delegate=cpu io memory pids" in lines
+    assert "RemainAfterExit=yes" in lines
+    assert "Before=condor.service" in lines
+    assert [line for line in lines if line.startswith("ExecStart=")] == [
+        "ExecStart=/bin/mkdir -p /sys/fs/cgroup/system.slice/htcondor",
+        "ExecStart=/bin/sh -c 'echo 536870912 > /sys/fs/cgroup/system.slice/htcondor/memory.max'",
+        "ExecStart=/bin/sh -c 'echo 50 > /sys/fs/cgroup/system.slice/htcondor/cpu.weight'",
+    ]
+    assert "WantedBy=multi-user.target" in lines
+
+
+def test_v2_base_cgroup_without_limits_gets_the_kernel_defaults_back():
+    text = render_role_template("condor-base-cgroup.service.j2", v2_facts())
+    assert "echo max > /sys/fs/cgroup/system.slice/htcondor/memory.max" in text
+    assert "echo 100 > /sys/fs/cgroup/system.slice/htcondor/cpu.weight" in text
+
+
+def test_v1_drop_in_still_recreates_the_base_cgroup_in_every_hierarchy():
+    facts = cg.detect(*load("hybrid-host"))
+    text = render_role_template("condor-cgroups.conf.j2", facts, cgroups_base_memory_limit_mb=512,
+                                cgroups_base_cpu_weight=50)
+    assert "[Unit]" not in text
+    assert ("ExecStartPre=/bin/mkdir -p /sys/fs/cgroup/blkio/htcondor /sys/fs/cgroup/cpu/htcondor "
+            "/sys/fs/cgroup/cpuacct/htcondor /sys/fs/cgroup/freezer/htcondor /sys/fs/cgroup/memory/htcondor "
+            "/sys/fs/cgroup/pids/htcondor\n") in text
+    assert "ExecStartPre=/bin/sh -c 'echo 536870912 > /sys/fs/cgroup/memory/htcondor/memory.limit_in_bytes'" in text
+    assert "ExecStartPre=/bin/sh -c 'echo 512 > /sys/fs/cgroup/cpu/htcondor/cpu.shares'" in text
