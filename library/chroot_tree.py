@@ -14,8 +14,8 @@ description:
   - The tree is built in a hidden directory C(ROOT/.NAME-vVERSION.build-XXXX)
     beside the final one and renamed on success (O(root) is created
     root-owned C(0755) when missing), so a half-built tree never
-    carries the final name. Leftovers of an interrupted build are unmounted
-    and removed by the next run.
+    carries the final name. Leftovers of an interrupted build of any version
+    of the tree are unmounted and removed by the next build of that tree.
   - The secure pass strips setuid/setgid bits from every file not in
     O(setuid_allow), adds the sticky bit to world-writable directories,
     creates O(execute_dir) inside the tree, and checks that the path chain
@@ -568,15 +568,15 @@ def build(module, builder, inputs, final, existing, result):
         result["changed"] = result["built"] = False
         return read_manifest(final)
     # A killed earlier run may have left a build directory (with debootstrap's
-    # /proc mounted in it) and, for an incremental build, the base's view.
+    # /proc mounted in it) and, for an incremental build, the base's view. The
+    # tree lock is held, so no build of this name is in progress: every such
+    # leftover is stale, whatever version it was for.
     for stale in list_scratch(root, name, CLONE_MARK):
-        if os.path.basename(stale).startswith(scratch_prefix(name, version, CLONE_MARK)):
-            builder.release_view(stale)
-            result["cleaned"].append(stale)
+        builder.release_view(stale)
+        result["cleaned"].append(stale)
     for stale in list_scratch(root, name, BUILD_MARK):
-        if os.path.basename(stale).startswith(scratch_prefix(name, version, BUILD_MARK)):
-            delete_tree(stale, builder.unmount, root)
-            result["cleaned"].append(stale)
+        delete_tree(stale, builder.unmount, root)
+        result["cleaned"].append(stale)
     if existing is not None:
         in_use = busy_processes(final)
         if in_use:
