@@ -374,3 +374,26 @@ def test_a_debootstrap_version_with_one_more_package_is_a_copy_updated_by_apt(ho
     assert own_file(host, "/chroot/deb11-v2", "/etc/resolv.conf") == own_file(host, "/chroot/deb11-v1",
                                                                                "/etc/resolv.conf")  # fmt: skip
     assert not [p for p in mount_points(host) if "clone-" in p or ".build-" in p]
+
+
+def test_the_next_build_clears_what_a_crashed_incremental_build_left(host):
+    # What a build killed while copying leaves: its scratch tree and the
+    # read-only view of its base, still mounted (here for a version 7 that
+    # the admin then gave up for version 8).
+    host.check_output(
+        "mkdir /chroot/.el-v7.clone-crash /chroot/.el-v7.build-crash && touch /chroot/.el-v7.build-crash/partial"
+        " && mount --bind /chroot/el-v2 /chroot/.el-v7.clone-crash"
+        " && mount -o remount,bind,ro /chroot/.el-v7.clone-crash"
+    )
+    before = tree_digest(host, "/chroot/el-v2")
+    repo = {"name": "aerie-local", "baseurl": "file:///srv/aerie-repo", "gpgkey": "file:///srv/aerie-repo/RPM-GPG-KEY-aerie"}
+    args = {"name": "el", "version": "8", "bootstrapper": "dnf", "setuid_allow": ["/usr/bin/legacy-su"],
+            "dnf": {"releasever": "5", "repos": [repo], "packages": ["aerie-legacy-base-2.0"]}}  # fmt: skip
+    run = subprocess.run(module_argv(host, "chroot_tree", args), env=ansible_env(), capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "/chroot/.el-v7.clone-crash" in run.stdout and "/chroot/.el-v7.build-crash" in run.stdout
+    assert not [p for p in mount_points(host) if "clone-" in p]
+    assert host.check_output("ls -A /chroot | grep -c '^\\.el-v' || true") == "0"
+    assert tree_digest(host, "/chroot/el-v2") == before
+    assert manifest(host, "/chroot/el-v8")["build"]["base_version"] == "2"
