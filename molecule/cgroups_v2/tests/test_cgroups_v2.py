@@ -65,6 +65,11 @@ def ansible_playbook(*args):
     return result.returncode, " ".join((result.stdout + result.stderr).split())
 
 
+def empty(host, cgroup):
+    """no process is left in the cgroup"""
+    return read(host, f"{cgroup}/cgroup.procs") == ""
+
+
 def stop(host, pid):
     # Wait until it is reaped (systemd is its parent now), so its cgroup empties.
     host.run(f"sh -c 'kill {pid}; timeout 30 sh -c \"while kill -0 {pid} 2>/dev/null; do sleep 0.1; done\"'")
@@ -149,12 +154,18 @@ def test_freeze_and_thaw_the_base_cgroup(host):
         wait_until(lambda: frozen(0))
         assert grows()
         stop(host, pid)
+        wait_until(lambda: empty(host, BASE))
 
 
 def test_a_job_over_its_memory_limit_is_oom_killed(host):
     """As HTCondor does: controllers enabled below the base, a job cgroup with memory.max."""
     job = f"{BASE}/aerie-verify-job"
-    host.check_output(f"sh -c 'echo +memory > {BASE}/cgroup.subtree_control'")
+    # v2's no-internal-process rule: a cgroup with processes of its own cannot
+    # hand controllers to children. Earlier tests' processes (the ticker's last
+    # `sleep 0.2` outlives its shell) must have left the base cgroup first.
+    wait_until(lambda: empty(host, BASE))
+    enable = host.run(f"sh -c 'echo +memory > {BASE}/cgroup.subtree_control'")
+    assert enable.rc == 0, (enable.stderr, read(host, f"{BASE}/cgroup.procs"), read(host, f"{BASE}/cgroup.events"))
     host.check_output(f"mkdir -p {job}")
     try:
         host.check_output(f"sh -c 'echo 33554432 > {job}/memory.max && echo 0 > {job}/memory.swap.max'")
