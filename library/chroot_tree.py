@@ -311,14 +311,19 @@ def normalise_inputs(params: dict) -> dict:
 SIGNATURE_FAILURES = ("GPG check FAILED", "is not signed", "Public key for", "NOKEY", "BAD signature")
 
 
-def dnf_failure(rc: int, argv: list, output: str) -> str:
-    """The failure message of a dnf run: signature failures said as such, the rest with dnf's last lines."""
+def failure_text(what: str, rc: int, argv: list, output: str) -> str:
+    """A failed command as the module reports it: what failed, the command and its last lines."""
     tail = "\n".join(output.strip().splitlines()[-15:])
+    return f"{what} (rc={rc}): {' '.join(argv)}\n{tail}"
+
+
+def dnf_failure(rc: int, argv: list, output: str) -> str:
+    """The failure message of a dnf run: signature failures said as such."""
     if any(marker in output for marker in SIGNATURE_FAILURES):
         what = "package signature check failed (gpgcheck is on: is gpgkey the key the repository signs with?)"
     else:
         what = "dnf --installroot failed (repository unreachable or package missing?)"
-    return f"{what} (rc={rc}): {' '.join(argv)}\n{tail}"
+    return failure_text(what, rc, argv, output)
 
 
 class Builder:
@@ -329,8 +334,7 @@ class Builder:
     def run(self, argv, what, **kwargs):
         rc, out, err = self.module.run_command(argv, **kwargs)
         if rc != 0:
-            tail = "\n".join((err or out).strip().splitlines()[-15:])
-            raise ChrootError(f"{what} failed (rc={rc}): {' '.join(argv)}\n{tail}")
+            raise ChrootError(failure_text(f"{what} failed", rc, argv, err or out))
         return out
 
     def unmount(self, top):

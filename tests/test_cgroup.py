@@ -146,34 +146,24 @@ def test_disabled_controller_is_unknown():
         cg.plan_v1_mount(mounts, table, ["memory"], "/cgroup/memory")
 
 
-def test_combined_set_fails_where_the_kernel_separates_it():
-    mounts, table = load("hybrid-host")
-    with pytest.raises(cg.CgroupError, match=r"cpu is in \[cpu\]; cpuacct is in \[cpuacct\]"):
-        cg.plan_v1_mount(mounts, table, ["cpu", "cpuacct"], "/cgroup/cpu,cpuacct")
-
-
-def test_half_of_a_shared_hierarchy_is_refused():
-    mounts, table = load("v1-centos7")
-    with pytest.raises(cg.CgroupError, match="binds cpu,cpuacct into one hierarchy"):
-        cg.plan_v1_mount(mounts, table, ["cpu"], "/cgroup/cpu")
-
-
-def test_path_with_another_filesystem_is_refused():
-    mounts, table = load("hybrid-host")
-    with pytest.raises(cg.CgroupError, match=r"/dev/shm already carries tmpfs .*nothing was unmounted"):
-        cg.plan_v1_mount(mounts, table, ["memory"], "/dev/shm")
-
-
-def test_path_with_another_hierarchy_is_refused():
-    mounts, table = load("hybrid-host")
-    with pytest.raises(cg.CgroupError, match="already carries cgroup freezer"):
-        cg.plan_v1_mount(mounts, table, ["memory"], "/sys/fs/cgroup/freezer")
-
-
-def test_no_controllers_is_refused():
-    mounts, table = load("hybrid-host")
-    with pytest.raises(cg.CgroupError, match="at least one"):
-        cg.plan_v1_mount(mounts, table, [], "/cgroup/x")
+@pytest.mark.parametrize(
+    ("fixture", "controllers", "path", "message"),
+    [
+        # A combined set where the kernel keeps the controllers apart.
+        ("hybrid-host", ["cpu", "cpuacct"], "/cgroup/cpu,cpuacct", r"cpu is in \[cpu\]; cpuacct is in \[cpuacct\]"),
+        # Half of a hierarchy the kernel binds together.
+        ("v1-centos7", ["cpu"], "/cgroup/cpu", "binds cpu,cpuacct into one hierarchy"),
+        ("hybrid-host", ["memory"], "/dev/shm", r"/dev/shm already carries tmpfs .*nothing was unmounted"),
+        ("hybrid-host", ["memory"], "/sys/fs/cgroup/freezer", "already carries cgroup freezer"),
+        ("hybrid-host", [], "/cgroup/x", "at least one"),
+    ],
+    ids=["combined-set-the-kernel-separates", "half-of-a-shared-hierarchy", "path-with-another-filesystem",
+         "path-with-another-hierarchy", "no-controllers"],
+)
+def test_v1_mount_plan_refuses(fixture, controllers, path, message):
+    mounts, table = load(fixture)
+    with pytest.raises(cg.CgroupError, match=message):
+        cg.plan_v1_mount(mounts, table, controllers, path)
 
 
 def test_v2_mount_plan():

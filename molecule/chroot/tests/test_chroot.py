@@ -69,26 +69,23 @@ def manifest(host, tree):
     return json.loads(host.file(f"{tree}/.aerie-chroot.json").content_string)
 
 
-# A tree's own content, without what is bind-mounted into it: paths, modes,
-# owners, sizes, mtimes, link targets and file contents, seen through a
-# read-only non-recursive bind mount.
-DIGEST = r"""set -e
-view=$(mktemp -d); mount --bind {tree} "$view"; mount -o remount,bind,ro "$view"; cd "$view"
-{{ find . -printf '%p %m %U %G %s %T@ %l
-' | LC_ALL=C sort
-   find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum; }} | sha256sum | cut -d' ' -f1
-cd /; umount "$view"; rmdir "$view"
-"""
+def through_view(host, tree, command):
+    """Output of ``command`` run in a read-only, non-recursive bind mount of
+    ``tree``: the tree's own files, without what is bind-mounted into it."""
+    script = (f'set -e; view=$(mktemp -d); mount --bind {tree} "$view"; mount -o remount,bind,ro "$view"; '
+              f'cd "$view"; {command}; cd /; umount "$view"; rmdir "$view"')  # fmt: skip
+    return host.check_output(f"bash -c {shlex.quote(script)}")
 
 
 def tree_digest(host, tree):
-    return host.check_output(f"bash -c {shlex.quote(DIGEST.format(tree=tree))}")
+    """Paths, modes, owners, sizes, mtimes, link targets and file contents of the tree itself."""
+    return through_view(host, tree, r"""{ find . -printf '%p %m %U %G %s %T@ %l\n' | LC_ALL=C sort
+        find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum; } | sha256sum | cut -d' ' -f1""")
 
 
 def own_file(host, tree, path):
     """A file of the tree itself, not the host file bind-mounted over it."""
-    script = f'v=$(mktemp -d); mount --bind {tree} "$v"; cat "$v{path}"; umount "$v"; rmdir "$v"'
-    return host.check_output(f"bash -c {shlex.quote(script)}")
+    return through_view(host, tree, f"cat .{path}")
 
 
 def test_each_tree_serves_its_own_older_userland(host):
