@@ -6,15 +6,11 @@ could touch the machine, and the recap proves nothing changed.
 """
 
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
-from aerie_testutil import REPO, load_script
+from aerie_testutil import ansible_playbook, load_script
 
 filters = load_script("roles/squid/filter_plugins/squid_filters.py", "squid_filters")
 
@@ -71,18 +67,7 @@ def _playbook():
 def outcome(tmp_path_factory):
     path = tmp_path_factory.mktemp("squid") / "play.yml"
     path.write_text(yaml.safe_dump(_playbook(), sort_keys=False))
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_STDOUT_CALLBACK": "default",
-        "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_LOCALHOST_WARNING": "0",
-    }
-    res = subprocess.run(
-        [str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", "--check", str(path)],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
-    )
+    res = ansible_playbook("-i", "localhost,", "--check", str(path))
     messages = {}
     for match in re.finditer(r'"msg": "AERIE-CASE (\w+) :: (.*)"', res.stdout):
         messages[match.group(1)] = json.loads(f'"{match.group(2)}"')
