@@ -56,16 +56,14 @@ values:
 
 import os
 
-from ansible.module_utils.aerie_cgroup import normalise_value
+from ansible.module_utils.aerie_cgroup import normalise_value, write_kernel_file
+from ansible.module_utils.aerie_core import AerieError, read_text
 from ansible.module_utils.basic import AnsibleModule
 
 
 def _read_value(path: str) -> str | None:
-    try:
-        with open(path) as handle:
-            return handle.read().strip()
-    except FileNotFoundError:
-        return None
+    text = read_text(path, None)
+    return None if text is None else text.strip()
 
 
 def main() -> None:
@@ -115,10 +113,9 @@ def main() -> None:
     for name, value in to_write.items():
         target = os.path.join(path, name)
         try:
-            with open(target, "w") as handle:
-                handle.write(value)
-        except OSError as exc:
-            module.fail_json(msg=f"writing {value!r} to {target} failed: {exc}", path=path)
+            write_kernel_file(target, value)
+        except AerieError as exc:
+            module.fail_json(msg=str(exc), path=path)
         result["values"][name] = _read_value(target)
     module.exit_json(**result)
 

@@ -68,6 +68,13 @@ cgroups:
       type: list
       elements: str
       sample: [cpu, io, memory, pids]
+    v1_to_v2:
+      description:
+        - Each controller of RV(cgroups.controllers) to the cgroup v2 controller that provides it,
+          null where v2 needs none (C(freezer) is every v2 cgroup's C(cgroup.freeze)).
+        - The one table of this mapping; the cgroups role reads it from here.
+      type: dict
+      sample: {blkio: io, cpu: cpu, cpuacct: cpu, freezer: null, memory: memory, pids: pids}
     swapaccount_cmdline:
       description: The kernel's C(swapaccount=) argument as a boolean, null when absent.
       type: bool
@@ -80,22 +87,9 @@ cgroups:
 
 import os
 
-from ansible.module_utils.aerie_cgroup import (
-    CgroupError,
-    detect,
-    parse_mountinfo,
-    parse_proc_cgroups,
-    parse_swapaccount,
-)
+from ansible.module_utils.aerie_cgroup import detect, parse_proc_cgroups, parse_swapaccount
+from ansible.module_utils.aerie_core import AerieError, read_mounts, read_text
 from ansible.module_utils.basic import AnsibleModule
-
-
-def _read(path: str, default: str = "") -> str:
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except OSError:
-        return default
 
 
 def _swap_accounting(facts: dict, memory_root: str | None) -> bool:
@@ -113,14 +107,14 @@ def _swap_accounting(facts: dict, memory_root: str | None) -> bool:
 def main() -> None:
     module = AnsibleModule(argument_spec={"memory_root": {"type": "path"}}, supports_check_mode=True)
     try:
-        mounts = parse_mountinfo(_read("/proc/self/mountinfo"))
-        table = parse_proc_cgroups(_read("/proc/cgroups"))
-    except CgroupError as exc:
+        mounts = read_mounts()
+        table = parse_proc_cgroups(read_text("/proc/cgroups"))
+    except AerieError as exc:
         module.fail_json(msg=str(exc))
     unified = next((m.mount_point for m in mounts if m.fstype == "cgroup2"), None)
-    controllers_text = _read(os.path.join(unified, "cgroup.controllers")) if unified else ""
+    controllers_text = read_text(os.path.join(unified, "cgroup.controllers")) if unified else ""
     facts = detect(mounts, table, controllers_text)
-    facts["swapaccount_cmdline"] = parse_swapaccount(_read("/proc/cmdline"))
+    facts["swapaccount_cmdline"] = parse_swapaccount(read_text("/proc/cmdline"))
     facts["swap_accounting"] = _swap_accounting(facts, module.params["memory_root"])
     module.exit_json(changed=False, cgroups=facts)
 

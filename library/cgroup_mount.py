@@ -127,53 +127,50 @@ subtree_control:
 """
 
 import os
-import tempfile
 
 from ansible.module_utils.aerie_cgroup import (
-    CgroupError,
-    fstab_line,
-    mount_source,
     mount_unit_name,
     normpath,
-    parse_mountinfo,
     parse_proc_cgroups,
-    plan_subtree_chain,
-    plan_v1_mount,
-    plan_v2_mount,
-    render_mount_unit,
-    subtree_chain,
-    update_fstab,
+    plan_hierarchy,
+    plan_mount,
+    write_kernel_file,
 )
+from ansible.module_utils.aerie_core import AerieError, read_mounts, read_text, write_atomic
 from ansible.module_utils.basic import AnsibleModule
 
 
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
+def read_state(module: AnsibleModule, request: dict) -> tuple:
+    """(mounts, /proc/cgroups table, the mount unit's systemctl is-enabled answer): what plan_mount reads."""
+    unit_state = ""
+    if request["persist"] == "systemd" and request["systemd_running"]:
+        unit = mount_unit_name(request["path"])
+        unit_state = module.run_command(["systemctl", "is-enabled", unit])[1].strip()
+    return read_mounts(), parse_proc_cgroups(read_text("/proc/cgroups")), unit_state
 
 
-def _write_atomic(module: AnsibleModule, path: str, text: str) -> None:
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".aerie-cgroup-")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)
-    module.atomic_move(tmp, path)
+def apply(module: AnsibleModule, request: dict, steps: list[tuple], table: dict) -> None:
+    """Carry out plan_mount's steps in order; a mount is confirmed in mountinfo before going on."""
+    for kind, *args in steps:
+        if kind == "write":
+            write_atomic(*args)
+        elif kind == "systemctl":
+            module.run_command(["systemctl", *args], check_rc=True)
+        elif kind == "subtree":
+            write_kernel_file(*args)
+        elif kind == "mount":
+            unit, fstype, options, what, path = args
+            if unit:
+                module.run_command(["systemctl", "start", unit], check_rc=True)
+            else:
+                os.makedirs(path, exist_ok=True)
+                module.run_command(["mount", "-t", fstype, "-o", options, what, path], check_rc=True)
+            if plan_hierarchy(read_mounts(), table, fstype, request["controllers"], path) != "present":
+                raise AerieError(f"{path}: mounting {fstype} {options} reported success but mountinfo does not show it")
 
 
-def _mounts(module: AnsibleModule):
-    try:
-        return parse_mountinfo(_read("/proc/self/mountinfo") or "")
-    except CgroupError as exc:
-        module.fail_json(msg=str(exc))
-
-
-def _systemctl(module: AnsibleModule, *args: str, check_rc: bool = True):
-    return module.run_command(["systemctl", *args], check_rc=check_rc)
+def read(path: str) -> str | None:
+    return read_text(path, None)
 
 
 def main() -> None:
@@ -190,115 +187,18 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    params = module.params
-    path = normpath(params["path"])
-    fstype = params["fstype"]
-    controllers = sorted(set(params["controllers"]))
-    persist = params["persist"]
-
-    # Plan everything before touching anything: bad input fails here.
+    request = dict(module.params, path=normpath(module.params["path"]),
+                   systemd_running=os.path.isdir("/run/systemd/system"))  # fmt: skip
     try:
-        table = parse_proc_cgroups(_read("/proc/cgroups") or "")
-    except CgroupError as exc:
-        module.fail_json(msg=str(exc))
-
-    def plan() -> str:
-        if fstype == "cgroup":
-            return plan_v1_mount(_mounts(module), table, controllers, path)
-        return plan_v2_mount(_mounts(module), path)
-
-    try:
-        action = plan()
-    except CgroupError as exc:
-        module.fail_json(msg=str(exc), path=path)
-    if persist == "systemd" and not os.path.isdir("/run/systemd/system"):
-        module.fail_json(msg="persist=systemd needs systemd as init on this host; use persist=fstab", path=path)
-
-    what, options = mount_source(fstype, controllers)
-    label = "cgroup2" if fstype == "cgroup2" else f"cgroup {options}"
-    result = {"changed": False, "action": action, "mounted": label}
-    diffs = []
-    if action == "mount":
-        diffs.append({"before_header": f"mounted at {path}", "after_header": f"mounted at {path}",
-                      "before": "nothing\n", "after": f"{label}\n"})
-
-    unit_path = unit_text = old_unit = None
-    enabled = True
-    if persist == "systemd":
-        unit = mount_unit_name(path)
-        unit_path = os.path.join(params["unit_dir"], unit)
-        unit_text = render_mount_unit(fstype, controllers, path, params["banner"])
-        old_unit = _read(unit_path)
-        if old_unit != unit_text:
-            diffs.append({"before_header": unit_path, "after_header": unit_path,
-                          "before": old_unit or "", "after": unit_text})
-        _rc, out, _ = _systemctl(module, "is-enabled", unit, check_rc=False)
-        enabled = old_unit is not None and out.strip() == "enabled"
-        if not enabled:
-            diffs.append({"before_header": f"{unit} enablement", "after_header": f"{unit} enablement",
-                          "before": f"{out.strip() or 'not-found'}\n", "after": "enabled\n"})
-        result.update(unit=unit, unit_path=unit_path)
-    old_fstab = new_fstab = None
-    if persist == "fstab":
-        old_fstab = _read(params["fstab_path"]) or ""
-        new_fstab = update_fstab(old_fstab, path, fstab_line(fstype, controllers, path))
-        if new_fstab != old_fstab:
-            diffs.append({"before_header": params["fstab_path"], "after_header": params["fstab_path"],
-                          "before": old_fstab, "after": new_fstab})
-
-    # (cgroup.subtree_control file, words to write), top of the chain first.
-    subtree_writes: list[tuple[str, list[str]]] = []
-    if fstype == "cgroup2" and controllers:
-        available = _read(os.path.join(path, "cgroup.controllers"))
-        if action == "present" or available is not None:
-            try:
-                files = [os.path.join(cgroup, "cgroup.subtree_control")
-                         for cgroup in subtree_chain(path, params["subtree_control_path"] or path)]
-                enabled_now = [_read(f) for f in files]
-                if None in enabled_now:
-                    missing = os.path.dirname(files[enabled_now.index(None)])
-                    raise CgroupError(f"subtree_control_path: {missing} is not a cgroup (no cgroup.subtree_control)")
-                plans = plan_subtree_chain(available or "", enabled_now, controllers)
-            except CgroupError as exc:
-                module.fail_json(msg=str(exc), path=path)
-            result["subtree_control"] = {}
-            for index, control_file in enumerate(files):
-                words = plans[index]
-                result["subtree_control"][os.path.dirname(control_file)] = words
-                if words:
-                    subtree_writes.append((control_file, words))
-                    diffs.append({"before_header": control_file, "after_header": control_file,
-                                  "before": enabled_now[index], "after": " ".join(words) + "\n"})
-
-    result["changed"] = bool(diffs)
-    if module._diff:
-        result["diff"] = diffs
-    if module.check_mode or not diffs:
-        module.exit_json(**result)
-
-    # Apply: persistence first, so that a systemd host mounts through its unit.
-    if persist == "systemd":
-        if old_unit != unit_text:
-            _write_atomic(module, unit_path, unit_text)
-            _systemctl(module, "daemon-reload")
-        if not enabled:
-            _systemctl(module, "enable", unit)
-    if persist == "fstab" and new_fstab != old_fstab:
-        _write_atomic(module, params["fstab_path"], new_fstab)
-    if action == "mount":
-        if persist == "systemd":
-            _systemctl(module, "start", unit)
-        else:
-            os.makedirs(path, exist_ok=True)
-            module.run_command(["mount", "-t", fstype, "-o", options, what, path], check_rc=True)
-        if plan() != "present":
-            module.fail_json(msg=f"{path}: mounting {label} reported success but mountinfo does not show it")
-    for control_file, words in subtree_writes:
-        try:
-            with open(control_file, "w") as handle:
-                handle.write(" ".join(words))
-        except OSError as exc:
-            module.fail_json(msg=f"writing {' '.join(words)} to {control_file} failed: {exc}")
+        mounts, table, unit_state = read_state(module, request)
+        plan = plan_mount(request, mounts, table, read, unit_state)
+        result = {"changed": bool(plan["steps"]), **plan["result"]}
+        if module._diff:
+            result["diff"] = plan["diffs"]
+        if not module.check_mode:
+            apply(module, request, plan["steps"], table)
+    except AerieError as exc:
+        module.fail_json(msg=str(exc), path=request["path"])
     module.exit_json(**result)
 
 

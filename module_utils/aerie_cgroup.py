@@ -10,8 +10,13 @@ Documentation/admin-guide/cgroup-v1/cgroups.rst, cgroup-v2.rst.
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass, field
+
+try:  # on a node Ansible ships the core beside this file as ansible.module_utils
+    from ansible.module_utils.aerie_core import AerieError, Mount, fstab_entry, normpath, set_fstab_entry
+except ImportError:  # unit tests import module_utils/ directly
+    from aerie_core import AerieError, Mount, fstab_entry, normpath, set_fstab_entry
 
 # Where systemd (and HTCondor, which never mounts anything) expect cgroups.
 SYSTEMD_CGROUP_ROOT = "/sys/fs/cgroup"
@@ -21,8 +26,10 @@ _V1_NON_CONTROLLER_OPTIONS = frozenset(
     {"rw", "ro", "xattr", "noprefix", "clone_children", "cpuset_v2_mode", "favordynmods", "nsdelegate"}
 )
 
-# v1 controller -> v2 controller. cpuacct folded into cpu; the freezer is a
-# core file (cgroup.freeze) in v2, so it needs no controller.
+# The one v1 -> v2 controller table (the cgroups role reads it from
+# cgroups_facts.v1_to_v2). cpuacct folded into cpu; the freezer is a core
+# file (cgroup.freeze) in v2, devices an eBPF program, and net_cls/net_prio
+# have no v2 controller (None: nothing to enable).
 V1_TO_V2 = {
     "memory": "memory",
     "cpu": "cpu",
@@ -35,75 +42,25 @@ V1_TO_V2 = {
     "perf_event": "perf_event",
     "rdma": "rdma",
     "misc": "misc",
+    "devices": None,
+    "net_cls": None,
+    "net_prio": None,
 }
 
 
-class CgroupError(ValueError):
-    """Bad request: the message is meant for the user and names the problem."""
+def v1_controllers(mount: Mount) -> tuple[str, ...]:
+    """Controllers bound to a v1 hierarchy (``name=systemd`` style names excluded)."""
+    if mount.fstype != "cgroup":
+        return ()
+    return tuple(sorted(o for o in mount.super_options if "=" not in o and o not in _V1_NON_CONTROLLER_OPTIONS))
 
 
-@dataclass(frozen=True)
-class Mount:
-    """One line of /proc/<pid>/mountinfo."""
-
-    mount_id: int
-    parent_id: int
-    device: str
-    root: str
-    mount_point: str
-    mount_options: tuple[str, ...]
-    fstype: str
-    source: str
-    super_options: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def v1_controllers(self) -> tuple[str, ...]:
-        """Controllers bound to a v1 hierarchy (``name=systemd`` style names excluded)."""
-        if self.fstype != "cgroup":
-            return ()
-        return tuple(
-            sorted(o for o in self.super_options if "=" not in o and o not in _V1_NON_CONTROLLER_OPTIONS)
-        )
-
-    @property
-    def v1_name(self) -> str | None:
-        """The ``name=`` of a named v1 hierarchy (``systemd``), else None."""
-        for option in self.super_options:
-            if option.startswith("name="):
-                return option[len("name=") :]
-        return None
-
-
-def _unescape(text: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo.
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
-
-
-def parse_mountinfo(text: str) -> list[Mount]:
-    """Parse the text of /proc/self/mountinfo, in kernel order."""
-    mounts = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split()
-        try:
-            sep = fields.index("-", 6)
-            mounts.append(
-                Mount(
-                    mount_id=int(fields[0]),
-                    parent_id=int(fields[1]),
-                    device=fields[2],
-                    root=_unescape(fields[3]),
-                    mount_point=_unescape(fields[4]),
-                    mount_options=tuple(fields[5].split(",")),
-                    fstype=fields[sep + 1],
-                    source=_unescape(fields[sep + 2]),
-                    super_options=tuple(fields[sep + 3].split(",")) if len(fields) > sep + 3 else (),
-                )
-            )
-        except (ValueError, IndexError) as exc:
-            raise CgroupError(f"mountinfo line {lineno} is malformed: {line!r}") from exc
-    return mounts
+def v1_name(mount: Mount) -> str | None:
+    """The ``name=`` of a named v1 hierarchy (``systemd``), else None."""
+    for option in mount.super_options:
+        if option.startswith("name="):
+            return option[len("name=") :]
+    return None
 
 
 def parse_proc_cgroups(text: str) -> dict[str, dict]:
@@ -116,7 +73,7 @@ def parse_proc_cgroups(text: str) -> dict[str, dict]:
             name, hierarchy, num, enabled = line.split()[:4]
             table[name] = {"hierarchy": int(hierarchy), "num_cgroups": int(num), "enabled": enabled == "1"}
         except ValueError as exc:
-            raise CgroupError(f"/proc/cgroups line {lineno} is malformed: {line!r}") from exc
+            raise AerieError(f"/proc/cgroups line {lineno} is malformed: {line!r}") from exc
     return table
 
 
@@ -128,12 +85,6 @@ def mount_at(mounts: list[Mount], path: str) -> Mount | None:
         if mount.mount_point == path:
             found = mount
     return found
-
-
-def normpath(path: str) -> str:
-    """Absolute path without duplicate or trailing slashes (no symlink resolution)."""
-    parts = [p for p in path.split("/") if p]
-    return "/" + "/".join(parts)
 
 
 def hierarchies(table: dict[str, dict]) -> dict[str, list[str]]:
@@ -164,7 +115,7 @@ def detect(mounts: list[Mount], table: dict[str, dict], v2_controllers_text: str
     unified = None
     for mount in mounts:
         if mount.fstype == "cgroup":
-            for ctrl in mount.v1_controllers:
+            for ctrl in v1_controllers(mount):
                 points = v1_mounts.setdefault(ctrl, [])
                 if mount.mount_point not in points:
                     points.append(mount.mount_point)
@@ -187,6 +138,7 @@ def detect(mounts: list[Mount], table: dict[str, dict], v2_controllers_text: str
         "v1_mounts": {name: sorted(points) for name, points in sorted(v1_mounts.items())},
         "unified_mount": unified,
         "v2_controllers": sorted((v2_controllers_text or "").split()),
+        "v1_to_v2": {name: V1_TO_V2.get(name, name) for name in sorted(groups)},
     }
 
 
@@ -197,7 +149,7 @@ def _available_message(available) -> str:
 def plan_v1_mount(mounts: list[Mount], table: dict[str, dict], controllers: list[str], path: str) -> str:
     """Decide how to get the v1 hierarchy of ``controllers`` mounted at ``path``.
 
-    Returns ``"present"`` (nothing to do) or ``"mount"``. Raises CgroupError,
+    Returns ``"present"`` (nothing to do) or ``"mount"``. Raises AerieError,
     before anything is touched, when the request cannot be satisfied: an
     unknown or disabled controller, a set the kernel keeps in different
     hierarchies (mount would fail with EBUSY), an incomplete set of a shared
@@ -205,35 +157,35 @@ def plan_v1_mount(mounts: list[Mount], table: dict[str, dict], controllers: list
     """
     wanted = sorted(set(controllers))
     if not wanted:
-        raise CgroupError("controllers: at least one controller is needed")
+        raise AerieError("controllers: at least one controller is needed")
     available = [name for name, row in table.items() if row["enabled"]]
     unknown = [c for c in wanted if c not in available]
     if unknown:
-        raise CgroupError(
+        raise AerieError(
             f"unknown cgroup controller {', '.join(unknown)}; available: {_available_message(available)}"
         )
     groups = hierarchies(table)
     hier_ids = {table[c]["hierarchy"] for c in wanted}
     if len(hier_ids) > 1 or (len(wanted) > 1 and hier_ids == {0}):
         detail = "; ".join(f"{c} is in [{','.join(groups[c])}]" for c in wanted)
-        raise CgroupError(
+        raise AerieError(
             f"controllers {','.join(wanted)} are not one hierarchy on this kernel ({detail}): "
             "mount each hierarchy separately"
         )
     if hier_ids != {0} and groups[wanted[0]] != wanted:
-        raise CgroupError(
+        raise AerieError(
             f"controller set {','.join(wanted)} is incomplete: the kernel binds "
             f"{','.join(groups[wanted[0]])} into one hierarchy, request all of them"
         )
     current = mount_at(mounts, path)
     if current is None:
         return "mount"
-    if current.fstype == "cgroup" and list(current.v1_controllers) == wanted:
+    if current.fstype == "cgroup" and list(v1_controllers(current)) == wanted:
         return "present"
     what = current.fstype
     if current.fstype == "cgroup":
-        what = f"cgroup {','.join(current.v1_controllers) or current.v1_name}"
-    raise CgroupError(
+        what = f"cgroup {','.join(v1_controllers(current)) or v1_name(current)}"
+    raise AerieError(
         f"{normpath(path)} already carries {what} (source {current.source}); "
         "refusing to mount over it, nothing was unmounted"
     )
@@ -246,7 +198,7 @@ def plan_v2_mount(mounts: list[Mount], path: str) -> str:
         return "mount"
     if current.fstype == "cgroup2":
         return "present"
-    raise CgroupError(
+    raise AerieError(
         f"{normpath(path)} already carries {current.fstype} (source {current.source}); "
         "refusing to mount over it, nothing was unmounted"
     )
@@ -258,7 +210,7 @@ def plan_subtree_control(available_text: str, enabled_text: str, wanted: list[st
     enabled = enabled_text.split()
     unknown = [c for c in wanted if c not in available]
     if unknown:
-        raise CgroupError(
+        raise AerieError(
             f"cgroup v2 controller {', '.join(unknown)} is not available here; "
             f"available: {_available_message(available)}"
         )
@@ -273,7 +225,7 @@ def subtree_chain(top: str, bottom: str) -> list[str]:
     """
     top, bottom = normpath(top), normpath(bottom)
     if bottom != top and not bottom.startswith(top.rstrip("/") + "/"):
-        raise CgroupError(f"subtree_control_path {bottom} is not inside the cgroup2 hierarchy at {top}")
+        raise AerieError(f"subtree_control_path {bottom} is not inside the cgroup2 hierarchy at {top}")
     chain = [top]
     for part in bottom[len(top):].split("/"):
         if part:
@@ -288,13 +240,6 @@ def plan_subtree_chain(available_text: str, enabled_texts: list[str], wanted: li
     offers what its parent enables, which this plan enables from the top.
     """
     return [plan_subtree_control(available_text, enabled, wanted) for enabled in enabled_texts]
-
-
-def v2_names(v1_controllers: list[str]) -> list[str]:
-    """The v2 controllers that provide what the given v1 controllers did."""
-    names = {V1_TO_V2.get(c, c) for c in v1_controllers}
-    names.discard(None)
-    return sorted(names)
 
 
 _UNIT_SAFE = re.compile(r"[A-Za-z0-9:_.]")
@@ -354,28 +299,7 @@ def render_mount_unit(fstype: str, controllers: list[str], path: str, banner: st
 
 def fstab_line(fstype: str, controllers: list[str], path: str) -> str:
     what, options = mount_source(fstype, controllers)
-    return f"{what} {_fstab_escape(normpath(path))} {fstype} {options} 0 0"
-
-
-def _fstab_escape(path: str) -> str:
-    return path.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011")
-
-
-def update_fstab(text: str, path: str, line: str) -> str:
-    """fstab text with exactly one entry for mount point ``path``, equal to ``line``."""
-    target = normpath(path)
-    out, placed = [], False
-    for existing in text.splitlines():
-        fields = existing.split()
-        if fields and not fields[0].startswith("#") and len(fields) >= 2 and normpath(_unescape(fields[1])) == target:
-            if not placed:
-                out.append(line)
-                placed = True
-            continue
-        out.append(existing)
-    if not placed:
-        out.append(line)
-    return "\n".join(out) + "\n"
+    return fstab_entry(what, normpath(path), fstype, options)
 
 
 def parse_swapaccount(cmdline: str) -> bool | None:
@@ -387,13 +311,6 @@ def parse_swapaccount(cmdline: str) -> bool | None:
         if word.startswith("swapaccount="):
             value = word.split("=", 1)[1] not in ("0", "n", "no", "off", "false")
     return value
-
-
-def add_kernel_argument(cmdline: str, argument: str) -> str:
-    """``cmdline`` (a GRUB_CMDLINE_LINUX value) with ``key=value`` set once, other words kept."""
-    key = argument.split("=", 1)[0]
-    words = [w for w in cmdline.split() if w.split("=", 1)[0] != key]
-    return " ".join([*words, argument])
 
 
 _BYTE_FILES = ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes", "memory.soft_limit_in_bytes",
@@ -413,3 +330,82 @@ def normalise_value(name: str, value: str, page_size: int) -> str:
     if name in _BYTE_FILES and value.isdigit():
         return str(int(value) // page_size * page_size)
     return value
+
+
+def plan_hierarchy(mounts: list[Mount], table: dict[str, dict], fstype: str, controllers: list[str], path: str) -> str:
+    """``"present"`` or ``"mount"`` for the v1 (``fstype`` cgroup) or the cgroup2 hierarchy at ``path``."""
+    if fstype == "cgroup":
+        return plan_v1_mount(mounts, table, controllers, path)
+    return plan_v2_mount(mounts, path)
+
+
+def write_kernel_file(path: str, value: str) -> None:
+    """Write an interface file in place: cgroupfs has no rename, the kernel takes one write(2)."""
+    try:
+        with open(path, "w") as handle:
+            handle.write(value)
+    except OSError as exc:
+        raise AerieError(f"writing {value!r} to {path} failed: {exc}") from exc
+
+
+def _diff(header: str, before: str, after: str) -> dict:
+    return {"before_header": header, "after_header": header, "before": before, "after": after}
+
+
+def plan_mount(request: dict, mounts: list[Mount], table: dict[str, dict], read, unit_state: str = "") -> dict:
+    """What cgroup_mount would change: {"result", "diffs", "steps"}; nothing is touched.
+
+    ``request`` holds the module's parameters, ``read(path)`` returns a file's
+    text or None when it is missing, ``unit_state`` is ``systemctl
+    is-enabled``'s answer for the mount unit. ``steps`` are what the module
+    applies, in order: persistence first, so a systemd host mounts through
+    its unit, then the mount, then the cgroup.subtree_control writes (only
+    when the hierarchy is mounted already: its files exist from then on).
+    Raises AerieError, before any change, for a request that cannot be met.
+    """
+    path, fstype = normpath(request["path"]), request["fstype"]
+    controllers, persist = sorted(set(request["controllers"])), request["persist"]
+    action = plan_hierarchy(mounts, table, fstype, controllers, path)
+    if persist == "systemd" and not request["systemd_running"]:
+        raise AerieError("persist=systemd needs systemd as init on this host; use persist=fstab")
+    what, options = mount_source(fstype, controllers)
+    label = "cgroup2" if fstype == "cgroup2" else f"cgroup {options}"
+    result = {"action": action, "mounted": label}
+    diffs, steps = [], []
+    if persist == "systemd":
+        unit = mount_unit_name(path)
+        unit_path = os.path.join(request["unit_dir"], unit)
+        unit_text = render_mount_unit(fstype, controllers, path, request["banner"])
+        old_unit = read(unit_path)
+        if old_unit != unit_text:
+            diffs.append(_diff(unit_path, old_unit or "", unit_text))
+            steps += [("write", unit_path, unit_text), ("systemctl", "daemon-reload")]
+        if old_unit is None or unit_state != "enabled":
+            diffs.append(_diff(f"{unit} enablement", f"{unit_state or 'not-found'}\n", "enabled\n"))
+            steps.append(("systemctl", "enable", unit))
+        result.update(unit=unit, unit_path=unit_path)
+    if persist == "fstab":
+        old_fstab = read(request["fstab_path"]) or ""
+        new_fstab = set_fstab_entry(old_fstab, path, fstab_line(fstype, controllers, path))
+        if new_fstab != old_fstab:
+            diffs.append(_diff(request["fstab_path"], old_fstab, new_fstab))
+            steps.append(("write", request["fstab_path"], new_fstab))
+    if action == "mount":
+        diffs.insert(0, _diff(f"mounted at {path}", "nothing\n", f"{label}\n"))
+        steps.append(("mount", result.get("unit"), fstype, options, what, path))
+    available = read(os.path.join(path, "cgroup.controllers")) if fstype == "cgroup2" and controllers else None
+    if fstype == "cgroup2" and controllers and (action == "present" or available is not None):
+        result["subtree_control"] = {}
+        files = [os.path.join(cgroup, "cgroup.subtree_control")
+                 for cgroup in subtree_chain(path, request["subtree_control_path"] or path)]  # fmt: skip
+        enabled_now = [read(f) for f in files]
+        if None in enabled_now:
+            missing = os.path.dirname(files[enabled_now.index(None)])
+            raise AerieError(f"subtree_control_path: {missing} is not a cgroup (no cgroup.subtree_control)")
+        plans = plan_subtree_chain(available or "", enabled_now, controllers)
+        for control_file, before, words in zip(files, enabled_now, plans, strict=True):
+            result["subtree_control"][os.path.dirname(control_file)] = words
+            if words:
+                diffs.append(_diff(control_file, before, " ".join(words) + "\n"))
+                steps.append(("subtree", control_file, " ".join(words)))
+    return {"result": result, "diffs": diffs, "steps": steps}

@@ -3,13 +3,14 @@
 from pathlib import Path
 
 import aerie_cgroup as cg
+import aerie_core as core
 import pytest
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "cgroup"
 
 
 def load(host: str):
-    mounts = cg.parse_mountinfo((FIXTURES / f"{host}.mountinfo").read_text())
+    mounts = core.parse_mountinfo((FIXTURES / f"{host}.mountinfo").read_text())
     table = cg.parse_proc_cgroups((FIXTURES / f"{host}.cgroups").read_text())
     return mounts, table
 
@@ -21,32 +22,32 @@ def test_mountinfo_fields_and_optional_tags_are_parsed():
     assert memory.source == "cgroup"
     assert memory.root == "/"
     assert memory.device == "0:25"
-    assert memory.v1_controllers == ("memory",)
+    assert cg.v1_controllers(memory) == ("memory",)
     # "shared:11" sits between the mount options and the separator.
-    assert cg.mount_at(mounts, "/sys/fs/cgroup/cpu,cpuacct").v1_controllers == ("cpu", "cpuacct")
+    assert cg.v1_controllers(cg.mount_at(mounts, "/sys/fs/cgroup/cpu,cpuacct")) == ("cpu", "cpuacct")
 
 
 def test_named_hierarchy_has_a_name_and_no_controllers():
     mounts, _ = load("v1-centos7")
     systemd = cg.mount_at(mounts, "/sys/fs/cgroup/systemd")
-    assert systemd.v1_controllers == ()
-    assert systemd.v1_name == "systemd"
+    assert cg.v1_controllers(systemd) == ()
+    assert cg.v1_name(systemd) == "systemd"
 
 
 def test_mountinfo_octal_escapes_are_decoded():
     line = "90 28 0:50 / /mnt/with\\040space rw - tmpfs my\\011src rw\n"
-    (mount,) = cg.parse_mountinfo(line)
+    (mount,) = core.parse_mountinfo(line)
     assert mount.mount_point == "/mnt/with space"
     assert mount.source == "my\tsrc"
 
 
 def test_malformed_mountinfo_names_the_line():
-    with pytest.raises(cg.CgroupError, match="line 2"):
-        cg.parse_mountinfo("22 28 0:20 / /sys rw - sysfs sysfs rw\ngarbage\n")
+    with pytest.raises(core.AerieError, match="line 2"):
+        core.parse_mountinfo("22 28 0:20 / /sys rw - sysfs sysfs rw\ngarbage\n")
 
 
 def test_malformed_proc_cgroups_names_the_line():
-    with pytest.raises(cg.CgroupError, match="/proc/cgroups line 3"):
+    with pytest.raises(core.AerieError, match="/proc/cgroups line 3"):
         cg.parse_proc_cgroups("#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpu\t1\t8\t1\nmemory\tx\n")
 
 
@@ -77,7 +78,7 @@ def test_mode_detection(host, mode, version, unified):
 
 
 def test_no_cgroup_mounts_is_mode_none():
-    mounts = cg.parse_mountinfo("22 28 0:20 / /sys rw - sysfs sysfs rw\n")
+    mounts = core.parse_mountinfo("22 28 0:20 / /sys rw - sysfs sysfs rw\n")
     assert cg.detect(mounts, {})["mode"] == "none"
 
 
@@ -132,7 +133,7 @@ def test_legacy_mount_already_there_is_present():
 
 def test_unknown_controller_lists_the_available_ones():
     mounts, table = load("hybrid-host")
-    with pytest.raises(cg.CgroupError) as err:
+    with pytest.raises(core.AerieError) as err:
         cg.plan_v1_mount(mounts, table, ["memory", "bogus"], "/cgroup/x")
     message = str(err.value)
     assert "unknown cgroup controller bogus" in message
@@ -142,7 +143,7 @@ def test_unknown_controller_lists_the_available_ones():
 def test_disabled_controller_is_unknown():
     mounts, table = load("hybrid-host")
     table["memory"]["enabled"] = False
-    with pytest.raises(cg.CgroupError, match="unknown cgroup controller memory"):
+    with pytest.raises(core.AerieError, match="unknown cgroup controller memory"):
         cg.plan_v1_mount(mounts, table, ["memory"], "/cgroup/memory")
 
 
@@ -162,7 +163,7 @@ def test_disabled_controller_is_unknown():
 )
 def test_v1_mount_plan_refuses(fixture, controllers, path, message):
     mounts, table = load(fixture)
-    with pytest.raises(cg.CgroupError, match=message):
+    with pytest.raises(core.AerieError, match=message):
         cg.plan_v1_mount(mounts, table, controllers, path)
 
 
@@ -170,7 +171,7 @@ def test_v2_mount_plan():
     mounts, _ = load("v2-debian12")
     assert cg.plan_v2_mount(mounts, "/sys/fs/cgroup") == "present"
     assert cg.plan_v2_mount(mounts, "/mnt/cg2") == "mount"
-    with pytest.raises(cg.CgroupError, match="carries sysfs"):
+    with pytest.raises(core.AerieError, match="carries sysfs"):
         cg.plan_v2_mount(mounts, "/sys")
 
 
@@ -183,12 +184,18 @@ def test_subtree_control_only_adds_what_is_missing():
 
 def test_subtree_control_refuses_what_the_kernel_lacks():
     # The hybrid host's cgroup2 mount holds no controllers: all are bound to v1.
-    with pytest.raises(cg.CgroupError, match="memory is not available here; available: none"):
+    with pytest.raises(core.AerieError, match="memory is not available here; available: none"):
         cg.plan_subtree_control("", "", ["memory"])
 
 
-def test_v1_names_map_to_v2_controllers():
-    assert cg.v2_names(["memory", "cpu", "cpuacct", "freezer", "blkio", "pids"]) == ["cpu", "io", "memory", "pids"]
+def test_the_facts_carry_the_one_v1_to_v2_table_for_every_controller_of_the_host():
+    facts = cg.detect(*load("hybrid-host"))
+    assert set(facts["v1_to_v2"]) == set(facts["controllers"])
+    table = facts["v1_to_v2"]
+    assert (table["cpuacct"], table["blkio"], table["freezer"], table["memory"]) == ("cpu", "io", None, "memory")
+    # What the cgroups role enables on v2 for HTCondor's controllers: the freezer needs none.
+    assert sorted({table[c] for c in ["memory", "cpu", "cpuacct", "freezer", "blkio", "pids"]} - {None}) == [
+        "cpu", "io", "memory", "pids"]
 
 
 @pytest.mark.parametrize(
@@ -225,11 +232,11 @@ def test_fstab_entry_is_added_once_and_replaced_in_place():
     line = cg.fstab_line("cgroup", ["memory"], "/cgroup/memory")
     assert line == "cgroup /cgroup/memory cgroup memory 0 0"
     original = "# /etc/fstab\nUUID=1 / ext4 defaults 0 1\n"
-    once = cg.update_fstab(original, "/cgroup/memory", line)
+    once = core.set_fstab_entry(original, "/cgroup/memory", line)
     assert once == original + line + "\n"
-    assert cg.update_fstab(once, "/cgroup/memory", line) == once
+    assert core.set_fstab_entry(once, "/cgroup/memory", line) == once
     stale = original + "none /cgroup/memory cgroup memory,freezer 0 0\n# cgroup /cgroup/memory cgroup x 0 0\n"
-    fixed = cg.update_fstab(stale, "/cgroup/memory/", line)
+    fixed = core.set_fstab_entry(stale, "/cgroup/memory/", line)
     assert fixed.splitlines() == [*original.splitlines(), line, "# cgroup /cgroup/memory cgroup x 0 0"]
 
 
@@ -249,12 +256,6 @@ def test_fstab_escapes_spaces_in_paths():
 )
 def test_swapaccount_on_the_kernel_command_line(cmdline, expected):
     assert cg.parse_swapaccount(cmdline) is expected
-
-
-def test_kernel_argument_is_set_once():
-    assert cg.add_kernel_argument("quiet splash", "swapaccount=1") == "quiet splash swapaccount=1"
-    assert cg.add_kernel_argument("swapaccount=0 quiet", "swapaccount=1") == "quiet swapaccount=1"
-    assert cg.add_kernel_argument("", "swapaccount=1") == "swapaccount=1"
 
 
 def test_values_are_normalised_as_the_kernel_reads_them_back():
@@ -278,7 +279,7 @@ def test_subtree_chain_runs_from_the_root_down_to_the_target():
 
 @pytest.mark.parametrize("outside", ["/sys/fs/cgroupx/system.slice", "/sys/fs", "/tmp"])
 def test_subtree_chain_refuses_a_target_outside_the_hierarchy(outside):
-    with pytest.raises(cg.CgroupError, match=f"subtree_control_path {outside} is not inside"):
+    with pytest.raises(core.AerieError, match=f"subtree_control_path {outside} is not inside"):
         cg.subtree_chain("/sys/fs/cgroup", outside)
 
 
@@ -290,8 +291,59 @@ def test_subtree_chain_plan_enables_each_level_from_the_root():
     # system.slice offers only what the root enables: the plan does not ask it.
     assert cg.plan_subtree_chain(VM_ROOT_CONTROLLERS, ["cpu io memory pids", ""], wanted) == [
         [], ["+cpu", "+io", "+memory", "+pids"]]
-    with pytest.raises(cg.CgroupError, match="rdma2 is not available"):
+    with pytest.raises(core.AerieError, match="rdma2 is not available"):
         cg.plan_subtree_chain(VM_ROOT_CONTROLLERS, [VM_SUBTREE, VM_SUBTREE], ["rdma2"])
+
+
+def request(**given):
+    return {"fstype": "cgroup", "controllers": [], "subtree_control_path": None, "persist": "systemd",
+            "unit_dir": "/etc/systemd/system", "fstab_path": "/etc/fstab", "banner": "", "systemd_running": True,
+            **given}  # fmt: skip
+
+
+def test_a_missing_legacy_mount_is_planned_unit_first_then_mounted_through_it():
+    mounts, table = load("hybrid-container")
+    plan = cg.plan_mount(request(path="/cgroup/memory", controllers=["memory"]), mounts, table, {}.get)
+    unit = "/etc/systemd/system/cgroup-memory.mount"
+    assert [step[:2] for step in plan["steps"]] == [
+        ("write", unit), ("systemctl", "daemon-reload"), ("systemctl", "enable"), ("mount", "cgroup-memory.mount")]
+    assert [d["before_header"] for d in plan["diffs"]] == [
+        "mounted at /cgroup/memory", unit, "cgroup-memory.mount enablement"]
+    assert plan["result"] == {"action": "mount", "mounted": "cgroup memory", "unit": "cgroup-memory.mount",
+                              "unit_path": unit}  # fmt: skip
+    # Converged: the unit is there and enabled, the hierarchy mounted.
+    files = {unit: cg.render_mount_unit("cgroup", ["memory"], "/cgroup/memory")}
+    legacy, legacy_table = load("v1-sl6-legacy")
+    again = cg.plan_mount(request(path="/cgroup/memory", controllers=["memory"]), legacy, legacy_table, files.get,
+                          "enabled")  # fmt: skip
+    assert again["steps"] == [] and again["diffs"] == []
+
+
+def test_an_fstab_persisted_mount_edits_only_its_own_line():
+    mounts, table = load("hybrid-container")
+    fstab = "UUID=1 / ext4 defaults 0 1\n"
+    plan = cg.plan_mount(request(path="/cgroup/pids", controllers=["pids"], persist="fstab"), mounts, table,
+                         {"/etc/fstab": fstab}.get)  # fmt: skip
+    assert plan["steps"] == [("write", "/etc/fstab", fstab + "cgroup /cgroup/pids cgroup pids 0 0\n"),
+                             ("mount", None, "cgroup", "pids", "cgroup", "/cgroup/pids")]  # fmt: skip
+
+
+def test_v2_plan_enables_the_controllers_down_the_chain_and_refuses_a_missing_cgroup():
+    mounts, table = load("v2-debian12")
+    files = {"/sys/fs/cgroup/cgroup.controllers": VM_ROOT_CONTROLLERS,
+             "/sys/fs/cgroup/cgroup.subtree_control": VM_SUBTREE,
+             "/sys/fs/cgroup/system.slice/cgroup.subtree_control": ""}  # fmt: skip
+    wanted = request(path="/sys/fs/cgroup", fstype="cgroup2", controllers=["cpu", "memory"], persist="none",
+                     subtree_control_path="/sys/fs/cgroup/system.slice")  # fmt: skip
+    plan = cg.plan_mount(wanted, mounts, table, files.get)
+    assert plan["steps"] == [("subtree", "/sys/fs/cgroup/cgroup.subtree_control", "+cpu"),
+                             ("subtree", "/sys/fs/cgroup/system.slice/cgroup.subtree_control", "+cpu +memory")]
+    assert plan["result"]["subtree_control"] == {"/sys/fs/cgroup": ["+cpu"],
+                                                 "/sys/fs/cgroup/system.slice": ["+cpu", "+memory"]}  # fmt: skip
+    with pytest.raises(core.AerieError, match="/sys/fs/cgroup/nope is not a cgroup"):
+        cg.plan_mount(dict(wanted, subtree_control_path="/sys/fs/cgroup/nope"), mounts, table, files.get)
+    with pytest.raises(core.AerieError, match="persist=systemd needs systemd"):
+        cg.plan_mount(dict(wanted, persist="systemd", systemd_running=False), mounts, table, files.get)
 
 
 def render_role_template(template: str, facts: dict, **overrides) -> str:
