@@ -82,21 +82,15 @@ versions:
 
 import os
 
-from ansible.module_utils.aerie_chroot import (
-    ChrootError,
-    list_versions,
-    read_text,
-    resolve_in_tree,
-    tree_dirname,
-    write_atomic,
-)
-from ansible.module_utils.aerie_chroot_mounts import (
-    FSTAB_BANNER,
+from ansible.module_utils.aerie_chroot import list_versions, resolve_in_tree, tree_dirname
+from ansible.module_utils.aerie_chroot_mounts import FSTAB_BANNER, block_label, fstab_line, mounted_points
+from ansible.module_utils.aerie_core import (
+    AerieError,
     fstab_block,
-    fstab_line,
-    mounted_points,
-    parse_mountinfo,
-    replace_fstab_block,
+    read_mounts,
+    read_text,
+    set_fstab_block,
+    write_atomic,
 )
 from ansible.module_utils.basic import AnsibleModule
 
@@ -134,8 +128,8 @@ def main():
             elif m["optional"]:
                 result["skipped_sources"].append(m["src"])
             else:
-                raise ChrootError(f"bind mount source {m['src']} does not exist on the host (mark it optional?)")
-        mounted = mounted_points(parse_mountinfo(read_text("/proc/self/mountinfo")))
+                raise AerieError(f"bind mount source {m['src']} does not exist on the host (mark it optional?)")
+        mounted = mounted_points(read_mounts())
         body = []
         for version in versions:
             tree = os.path.join(root, tree_dirname(name, version))
@@ -159,17 +153,17 @@ def main():
                 if rc == 0 and m["readonly"]:
                     rc, _out, err = module.run_command(["mount", "-o", "remount,bind,ro", target])
                 if rc != 0:
-                    raise ChrootError(f"cannot bind-mount {m['src']} on {target}: {err.strip()}")
+                    raise AerieError(f"cannot bind-mount {m['src']} on {target}: {err.strip()}")
         before = read_text(p["fstab"])
-        if fstab_block(before, name) != ([f"# {FSTAB_BANNER}", *body] if body else []):
-            after = replace_fstab_block(before, name, body, FSTAB_BANNER)
+        if fstab_block(before, block_label(name)) != ([f"# {FSTAB_BANNER}", *body] if body else []):
+            after = set_fstab_block(before, block_label(name), body, FSTAB_BANNER)
             result["changed"] = True
             result["fstab_changed"] = True
             result["diff"] = {"before": before, "after": after, "before_header": p["fstab"], "after_header": p["fstab"]}
             if not module.check_mode:
                 write_atomic(p["fstab"], after, 0o644)
         module.exit_json(**result)
-    except ChrootError as exc:
+    except AerieError as exc:
         module.fail_json(msg=str(exc), **result)
 
 

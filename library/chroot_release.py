@@ -86,7 +86,6 @@ import os
 import time
 
 from ansible.module_utils.aerie_chroot import (
-    ChrootError,
     current_version,
     facts_agree,
     list_versions,
@@ -96,8 +95,8 @@ from ansible.module_utils.aerie_chroot import (
     resolve_in_tree,
     switch_link,
     tree_dirname,
-    write_atomic,
 )
+from ansible.module_utils.aerie_core import AerieError, write_atomic
 from ansible.module_utils.basic import AnsibleModule
 
 
@@ -140,7 +139,7 @@ def main():
     result = {"changed": False, "path": link, "previous_target": None}
     try:
         if os.path.lexists(link) and not os.path.islink(link):
-            raise ChrootError(f"{link} exists and is not a symbolic link: move it away first")
+            raise AerieError(f"{link} exists and is not a symbolic link: move it away first")
         result["previous_target"] = os.readlink(link) if os.path.islink(link) else None
         facts = load_facts(p["fact_file"])
         current = current_version(root, name)
@@ -148,16 +147,16 @@ def main():
         if version is None:
             version = facts.get("trees", {}).get(name, {}).get("previous")
             if not version:
-                raise ChrootError(f"no previous version of {name} is recorded in {p['fact_file']}: give version=N")
+                raise AerieError(f"no previous version of {name} is recorded in {p['fact_file']}: give version=N")
         tree = os.path.join(root, tree_dirname(name, version))
         if not os.path.isdir(tree) or os.path.islink(tree) or read_manifest(tree) is None:
             available = ", ".join(list_versions(root, name)) or "none"
-            raise ChrootError(f"version {version} of {name} does not exist ({tree}); available: {available}")
+            raise AerieError(f"version {version} of {name} does not exist ({tree}); available: {available}")
 
         if current != version:
             problem = smoke_test(module, tree, p["smoke_command"])
             if problem:
-                raise ChrootError(f"not switching {link} to version {version}: {problem}")
+                raise AerieError(f"not switching {link} to version {version}: {problem}")
             result["changed"] = True
             result["diff"] = {"before": f"{link} -> {result['previous_target']}\n",
                               "after": f"{link} -> {os.path.basename(tree)}\n"}  # fmt: skip
@@ -169,12 +168,11 @@ def main():
             facts = record_switch(facts, name, link, version, previous, when, p["history_max_count"])
             result["changed"] = True
             if not module.check_mode:
-                os.makedirs(os.path.dirname(p["fact_file"]), mode=0o755, exist_ok=True)
                 write_atomic(p["fact_file"], json.dumps(facts, indent=1, sort_keys=True) + "\n")
         result["version"] = version
         result["history"] = facts.get("trees", {}).get(name, {}).get("history", [])
         module.exit_json(**result)
-    except ChrootError as exc:
+    except AerieError as exc:
         module.fail_json(msg=str(exc), **result)
 
 

@@ -67,7 +67,6 @@ import os
 
 from ansible.module_utils.aerie_chroot import (
     DELETE_MARK,
-    ChrootError,
     busy_processes,
     current_version,
     delete_tree,
@@ -75,20 +74,20 @@ from ansible.module_utils.aerie_chroot import (
     list_scratch,
     list_versions,
     load_facts,
-    read_text,
     select_for_removal,
     tree_dirname,
     tree_lock,
-    write_atomic,
 )
-from ansible.module_utils.aerie_chroot_mounts import (
-    FSTAB_BANNER,
-    drop_under,
+from ansible.module_utils.aerie_chroot_mounts import FSTAB_BANNER, block_label, unmount_under
+from ansible.module_utils.aerie_core import (
+    AerieError,
+    drop_fstab_entries_under,
     fstab_block,
     mounts_under,
-    parse_mountinfo,
-    replace_fstab_block,
-    unmount_under,
+    read_mounts,
+    read_text,
+    set_fstab_block,
+    write_atomic,
 )
 from ansible.module_utils.basic import AnsibleModule
 
@@ -109,12 +108,7 @@ def main():
     result = {"changed": False, "removed": [], "kept": [], "unmounted": []}
 
     def unmount(top):
-        try:
-            result["unmounted"] += unmount_under(
-                top, module.run_command, lambda: read_text("/proc/self/mountinfo")
-            )
-        except RuntimeError as exc:
-            raise ChrootError(str(exc)) from exc
+        result["unmounted"] += unmount_under(top, module.run_command)
 
     try:
         versions = list_versions(root, name)
@@ -133,9 +127,9 @@ def main():
         for tree in trees:
             busy = busy_processes(tree)
             if busy:
-                raise ChrootError(describe_busy(tree, busy))
+                raise AerieError(describe_busy(tree, busy))
         if module.check_mode:
-            mounts = parse_mountinfo(read_text("/proc/self/mountinfo"))
+            mounts = read_mounts()
             result["unmounted"] = [pt for t in trees for pt in mounts_under(mounts, t)]
             module.exit_json(**result)
         with tree_lock(name):
@@ -143,17 +137,17 @@ def main():
                 delete_tree(scratch, unmount, root)
             # fstab first: a reboot halfway must not try to mount into a deleted tree.
             fstab_text = read_text(p["fstab"])
-            body = fstab_block(fstab_text, name)
+            body = fstab_block(fstab_text, block_label(name))
             for tree in trees:
-                body = drop_under(body, tree)
-            if body != fstab_block(fstab_text, name):
+                body = drop_fstab_entries_under(body, tree)
+            if body != fstab_block(fstab_text, block_label(name)):
                 entries = [line for line in body if not line.startswith("#")]
-                write_atomic(p["fstab"], replace_fstab_block(fstab_text, name, entries, FSTAB_BANNER), 0o644)
+                write_atomic(p["fstab"], set_fstab_block(fstab_text, block_label(name), entries, FSTAB_BANNER), 0o644)
                 result["fstab_changed"] = True
             for tree in trees:
                 delete_tree(tree, unmount, root)
         module.exit_json(**result)
-    except ChrootError as exc:
+    except AerieError as exc:
         module.fail_json(msg=str(exc), **result)
 
 

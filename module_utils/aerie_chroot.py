@@ -21,8 +21,14 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import stat
 import tempfile
+
+try:  # on a node Ansible ships the core beside this file as ansible.module_utils
+    from ansible.module_utils.aerie_core import AerieError, read_text
+except ImportError:  # unit tests (and the chroot scenario's switch test) import module_utils/ directly
+    from aerie_core import AerieError, read_text
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._]*$")
@@ -32,20 +38,16 @@ DELETE_MARK = ".delete-"
 CLONE_MARK = ".clone-"
 
 
-class ChrootError(Exception):
-    """A problem the module reports to the user as its failure message."""
-
-
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise ChrootError(f"invalid tree name {name!r}: use letters, digits and '_' (no '-' or '/')")
+        raise AerieError(f"invalid tree name {name!r}: use letters, digits and '_' (no '-' or '/')")
     return name
 
 
 def check_version(version) -> str:
     version = str(version)
     if not VERSION_RE.match(version):
-        raise ChrootError(f"invalid version {version!r}: use letters, digits, '.' and '_' (no '-' or '/')")
+        raise AerieError(f"invalid version {version!r}: use letters, digits, '.' and '_' (no '-' or '/')")
     return version
 
 
@@ -100,13 +102,13 @@ def list_scratch(root: str, name: str, mark: str) -> list[str]:
 
 
 def read_manifest(tree: str) -> dict | None:
-    try:
-        with open(os.path.join(tree, MANIFEST), encoding="utf-8") as handle:
-            return json.load(handle)
-    except (FileNotFoundError, NotADirectoryError):
+    text = read_text(os.path.join(tree, MANIFEST), None)
+    if text is None:
         return None
+    try:
+        return json.loads(text)
     except ValueError as exc:
-        raise ChrootError(f"{tree}: unreadable manifest {MANIFEST}: {exc}") from exc
+        raise AerieError(f"{tree}: unreadable manifest {MANIFEST}: {exc}") from exc
 
 
 def inputs_differences(old: dict, new: dict) -> list[str]:
@@ -165,7 +167,7 @@ def choose_base(new: dict, candidates: list[tuple[str, dict]], current: str | No
 def select_for_removal(versions: list[str], keep_count: int, protected: set) -> list[str]:
     """Versions to delete: all but the newest ``keep_count`` and the protected ones (current, previous)."""
     if keep_count < 1:
-        raise ChrootError(f"keep_count must be at least 1, got {keep_count}")
+        raise AerieError(f"keep_count must be at least 1, got {keep_count}")
     ordered = sorted(versions, key=version_key)
     keep = set(ordered[-keep_count:]) | {v for v in protected if v}
     return [v for v in ordered if v not in keep]
@@ -191,7 +193,7 @@ def resolve_in_tree(tree: str, path: str, max_links: int = 40) -> str:
         if os.path.islink(candidate):
             links += 1
             if links > max_links:
-                raise ChrootError(f"too many symbolic links resolving {path} in {tree}")
+                raise AerieError(f"too many symbolic links resolving {path} in {tree}")
             target = os.readlink(candidate)
             if target.startswith("/"):
                 resolved = []
@@ -267,7 +269,7 @@ def switch_link(link: str, target: str) -> str | None:
     """
     previous = os.readlink(link) if os.path.islink(link) else None
     if os.path.lexists(link) and previous is None:
-        raise ChrootError(f"{link} exists and is not a symbolic link: move it away first")
+        raise AerieError(f"{link} exists and is not a symbolic link: move it away first")
     directory = os.path.dirname(link) or "."
     for _ in range(100):
         tmp = os.path.join(directory, f".{os.path.basename(link)}.switch-{os.getpid()}-{os.urandom(4).hex()}")
@@ -277,7 +279,7 @@ def switch_link(link: str, target: str) -> str | None:
         except FileExistsError:
             continue
     else:  # pragma: no cover - 100 random collisions
-        raise ChrootError(f"cannot create a temporary link beside {link}")
+        raise AerieError(f"cannot create a temporary link beside {link}")
     try:
         os.rename(tmp, link)
     except OSError:
@@ -312,29 +314,22 @@ def facts_agree(facts: dict, name: str, stable_path: str, version: str) -> bool:
 
 @contextlib.contextmanager
 def tree_lock(name: str, lock_dir: str = "/run/lock"):
-    """Serialise builds and deletions of one tree name on this node.
+    """Serialise builds and deletions of one tree name on this node; yields the open lock file.
 
     Without it a second run's clean-up of "leftover" build directories would
-    delete a build still in progress. The kernel drops the lock when its
-    holder dies, so a crashed run never blocks the next one.
+    delete a build still in progress. The kernel drops the lock when the last
+    process holding the file dies (a build's children inherit it, see
+    aerie_core.run_bound), so a crashed run never blocks the next one for
+    longer than its children live.
     """
     os.makedirs(lock_dir, mode=0o755, exist_ok=True)
     path = os.path.join(lock_dir, f"aerie-chroot-{check_name(name)}.lock")
     with open(path, "a", encoding="utf-8") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield path
+            yield handle
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def read_text(path: str) -> str:
-    """Content of a text file, empty when it does not exist."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return ""
 
 
 def load_facts(path: str) -> dict:
@@ -342,24 +337,7 @@ def load_facts(path: str) -> dict:
     try:
         return json.loads(read_text(path) or "{}")
     except ValueError as exc:
-        raise ChrootError(f"{path} is not valid JSON: {exc}") from exc
-
-
-def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
-    """Write ``text`` to a temp file beside ``path`` and rename it over ``path``."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        raise AerieError(f"{path} is not valid JSON: {exc}") from exc
 
 
 def busy_processes(tree: str, proc: str = "/proc") -> list[dict]:
@@ -373,11 +351,7 @@ def busy_processes(tree: str, proc: str = "/proc") -> list[dict]:
             except OSError:
                 continue
             if target == tree or target.startswith(tree + "/"):
-                try:
-                    with open(os.path.join(proc, pid, "comm"), encoding="utf-8") as handle:
-                        comm = handle.read().strip()
-                except OSError:
-                    comm = "?"
+                comm = (read_text(os.path.join(proc, pid, "comm"), None) or "?").strip()
                 found.append({"pid": int(pid), "command": comm, "what": what, "path": target})
     return found
 
@@ -394,8 +368,6 @@ def delete_tree(tree: str, unmount, root: str) -> str:
     interrupted delete never leaves a half-deleted tree under a final name.
     Returns the scratch path that was removed.
     """
-    import shutil
-
     if not os.path.isdir(tree) or os.path.islink(tree):
         os.unlink(tree)  # a partial download beside a build directory
         return tree

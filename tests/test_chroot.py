@@ -9,15 +9,9 @@ import sys
 import threading
 
 import aerie_chroot
-import aerie_chroot_mounts
+import aerie_chroot_build as chroot_build
 import pytest
-from aerie_chroot import ChrootError
-
-# The modules import their helpers as ansible.module_utils.aerie_chroot*; map
-# those names to the files under test so library/chroot_tree.py imports here.
-sys.modules.setdefault("ansible.module_utils.aerie_chroot", aerie_chroot)
-sys.modules.setdefault("ansible.module_utils.aerie_chroot_mounts", aerie_chroot_mounts)
-import chroot_tree  # noqa: E402
+from aerie_core import AerieError
 
 
 def make_tree(root, name, version, release="1"):
@@ -37,9 +31,9 @@ def test_tree_names_round_trip_and_reject_ambiguous_input():
     assert aerie_chroot.version_of("sl5", "sl6-v4") is None
     assert aerie_chroot.version_of("sl5", ".sl5-v4.build-x") is None
     for bad_name in ("sl-5", "../x", "", "a/b"):
-        with pytest.raises(ChrootError, match="invalid tree name"):
+        with pytest.raises(AerieError, match="invalid tree name"):
             aerie_chroot.tree_dirname(bad_name, "1")
-    with pytest.raises(ChrootError, match="invalid version"):
+    with pytest.raises(AerieError, match="invalid version"):
         aerie_chroot.tree_dirname("sl5", "1/../../etc")
 
 
@@ -71,7 +65,7 @@ def test_retention_keeps_newest_plus_current_and_previous():
     # Rolled back to 1 from 5: 1 is current, 5 previous, 4 among the newest two.
     assert aerie_chroot.select_for_removal(versions, 2, {"1", "5"}) == ["2", "3"]
     assert aerie_chroot.select_for_removal(["1"], 1, {"1"}) == []
-    with pytest.raises(ChrootError, match="at least 1"):
+    with pytest.raises(AerieError, match="at least 1"):
         aerie_chroot.select_for_removal(versions, 0, set())
 
 
@@ -129,7 +123,7 @@ def test_resolve_in_tree_treats_the_tree_as_root(tmp_path):
     assert resolve(str(tree), "/etc/escape/passwd") == str(tree / "etc/passwd")
     assert resolve(str(tree), "/var/lib/condor/execute") == str(tree / "var/lib/condor/execute")
     (tree / "loop").symlink_to("loop")
-    with pytest.raises(ChrootError, match="too many symbolic links"):
+    with pytest.raises(AerieError, match="too many symbolic links"):
         resolve(str(tree), "/loop/x")
 
 
@@ -148,7 +142,7 @@ def test_switch_returns_previous_target_and_uses_a_relative_link(tmp_path):
 
 def test_switch_refuses_to_replace_a_real_directory(tmp_path):
     (tmp_path / "sl5").mkdir()
-    with pytest.raises(ChrootError, match="is not a symbolic link"):
+    with pytest.raises(AerieError, match="is not a symbolic link"):
         aerie_chroot.switch_link(str(tmp_path / "sl5"), "sl5-v1")
 
 
@@ -213,15 +207,6 @@ def test_switch_history_records_current_previous_and_caps_history():
     assert not aerie_chroot.facts_agree(facts, "sl5", "/chroot/sl5", "2")
 
 
-def test_write_atomic_replaces_content_and_leaves_no_temp_file(tmp_path):
-    target = tmp_path / "chroot.fact"
-    target.write_text("old")
-    aerie_chroot.write_atomic(str(target), '{"new": 1}\n', 0o644)
-    assert target.read_text() == '{"new": 1}\n'
-    assert os.listdir(tmp_path) == ["chroot.fact"]
-    assert stat.S_IMODE(target.stat().st_mode) == 0o644
-
-
 # --- busy check and deletion ---------------------------------------------------
 
 
@@ -256,7 +241,7 @@ def test_delete_tree_unmounts_first_and_never_leaves_a_final_name(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-# --- chroot_tree's input handling ------------------------------------------------
+# --- the bootstrappers' input handling ------------------------------------------------
 
 
 def dnf_params(**repo):
@@ -270,26 +255,26 @@ def dnf_params(**repo):
 
 
 def test_repositories_check_signatures_unless_told_otherwise():
-    text = chroot_tree.repo_file([{"name": "os", "baseurl": "http://m/os", "gpgkey": "http://m/key"}])
+    text = chroot_build.repo_file([{"name": "os", "baseurl": "http://m/os", "gpgkey": "http://m/key"}])
     assert "gpgcheck=1" in text and "gpgkey=http://m/key" in text
-    assert "gpgcheck=0" in chroot_tree.repo_file([{"name": "os", "baseurl": "file:///r", "gpgcheck": False}])
-    with pytest.raises(ChrootError, match="'os' has gpgcheck on but no gpgkey"):
-        chroot_tree.normalise_inputs(dnf_params())
-    inputs = chroot_tree.normalise_inputs(dnf_params(gpgcheck=False))
+    assert "gpgcheck=0" in chroot_build.repo_file([{"name": "os", "baseurl": "file:///r", "gpgcheck": False}])
+    with pytest.raises(AerieError, match="'os' has gpgcheck on but no gpgkey"):
+        chroot_build.normalise_inputs(dnf_params())
+    inputs = chroot_build.normalise_inputs(dnf_params(gpgcheck=False))
     assert inputs["dnf"]["repos"] == [{"name": "os", "baseurl": "http://m/os", "gpgcheck": False}]
 
 
 def test_a_tarball_needs_a_checksum_and_a_bootstrapper_its_inputs():
     params = {"bootstrapper": "tarball", "tarball": {"src": "/t.tar", "checksum": "md5:abc"},
               "setuid_allow": [], "execute_dir": "/x"}  # fmt: skip
-    with pytest.raises(ChrootError, match="checksum: 'sha256:HEX'"):
-        chroot_tree.normalise_inputs(params)
-    with pytest.raises(ChrootError, match="bootstrapper 'debootstrap' needs the 'debootstrap' option"):
-        chroot_tree.normalise_inputs({**params, "bootstrapper": "debootstrap", "debootstrap": None})
+    with pytest.raises(AerieError, match="checksum: 'sha256:HEX'"):
+        chroot_build.normalise_inputs(params)
+    with pytest.raises(AerieError, match="bootstrapper 'debootstrap' needs the 'debootstrap' option"):
+        chroot_build.normalise_inputs({**params, "bootstrapper": "debootstrap", "debootstrap": None})
 
 
 def test_changed_inputs_are_named():
-    old = chroot_tree.normalise_inputs(dnf_params(gpgcheck=False))
+    old = chroot_build.normalise_inputs(dnf_params(gpgcheck=False))
     new = dict(old, setuid_allow=[])
     assert aerie_chroot.inputs_differences(old, new) == ["setuid_allow"]
     assert aerie_chroot.inputs_differences(old, dict(old)) == []
@@ -310,8 +295,8 @@ def test_tree_lock_serialises_runs_and_dies_with_its_holder(tmp_path):
     finally:
         holder.kill()  # a crashed run: the kernel drops its lock
         holder.wait()
-    with aerie_chroot.tree_lock("sl5", str(tmp_path)) as path:
-        assert path == str(tmp_path / "aerie-chroot-sl5.lock")
+    with aerie_chroot.tree_lock("sl5", str(tmp_path)) as lock:
+        assert lock.name == str(tmp_path / "aerie-chroot-sl5.lock")
 
 
 # --- incremental builds -----------------------------------------------------
@@ -388,15 +373,15 @@ def test_a_copied_tree_keeps_the_base_secure_pass_entries_that_still_hold(tmp_pa
     # The update re-installed mount with its setuid bit; this build's pass stripped it again.
     fresh = [{"path": "/usr/bin/mount", "before": "0o4755", "after": "0o755", "reason": "setuid/setgid stripped"}]
     os.chmod(tmp_path / "usr/bin/mount", 0o755)
-    merged = chroot_tree.inherited_secure_pass(base, str(tmp_path), fresh)
+    merged = chroot_build.inherited_secure_pass(base, str(tmp_path), fresh)
     assert [c["path"] for c in merged] == ["/usr/bin/mount", "/usr/bin/passwd"]
     assert merged[0] is fresh[0]
 
 
 def test_a_signature_failure_is_reported_as_one():
     gpg = "Public key for aerie-legacy-base-1.0-1.x86_64.rpm is not installed.\nError: GPG check FAILED\n"
-    assert chroot_tree.dnf_failure(1, ["dnf", "install"], gpg).startswith("package signature check failed")
+    assert chroot_build.dnf_failure(1, ["dnf", "install"], gpg).startswith("package signature check failed")
     missing = "Error: Unable to find a match: nosuchpkg\n"
-    msg = chroot_tree.dnf_failure(1, ["dnf", "install", "nosuchpkg"], missing)
+    msg = chroot_build.dnf_failure(1, ["dnf", "install", "nosuchpkg"], missing)
     assert msg.startswith("dnf --installroot failed (repository unreachable or package missing?) (rc=1)")
     assert msg.endswith("Unable to find a match: nosuchpkg")

@@ -203,8 +203,8 @@ print(reader.communicate()[0].strip())
 
 def test_200_switches_under_a_reader_lose_no_read(host):
     name = host.backend.name
-    subprocess.run(["podman", "cp", str(REPO / "module_utils/aerie_chroot.py"), f"{name}:/root/aerie_chroot.py"],
-                   check=True)  # fmt: skip
+    for util in ("aerie_chroot.py", "aerie_core.py"):
+        subprocess.run(["podman", "cp", str(REPO / "module_utils" / util), f"{name}:/root/{util}"], check=True)
     host.check_output("rm -f /root/flip.stop")
     ok, fail, seen = host.check_output(f"python3 -c {shlex.quote(SWITCHER)}").split(" ", 2)
     assert int(fail) == 0
