@@ -33,16 +33,31 @@ def owning_role(name: str, role_names) -> str | None:
     return max(owners, key=len) if owners else None
 
 
-def closest(name: str, role: str, known) -> str | None:
-    """The known name most like ``name``, compared without the shared ``<role>_`` prefix."""
+def closest(name: str, role: str, known, elsewhere=(), role_names=()) -> str | None:
+    """The known name most like ``name``, compared without the shared ``<role>_`` prefix.
+
+    Without a close one in the role, another role's variable of the same
+    suffix wins (a variable that moved: ``condor_worker_central_manager``
+    -> ``htcondor_central_manager``); failing that, the role's least unlike.
+    """
     prefix = role + "_"
-    suffixes = {k[len(prefix):]: k for k in known if k.startswith(prefix)}
-    match = difflib.get_close_matches(name[len(prefix):], list(suffixes), n=1, cutoff=0.0)
-    return suffixes[match[0]] if match else None
+    suffix = name[len(prefix):]
+    own = {k[len(prefix):]: k for k in known if k.startswith(prefix)}
+    match = difflib.get_close_matches(suffix, list(own), n=1, cutoff=0.6)
+    if match:
+        return own[match[0]]
+    moved = sorted({f"{other}_{suffix}" for other in role_names if other != role} & set(elsewhere))
+    if moved:
+        return moved[0]
+    match = difflib.get_close_matches(suffix, list(own), n=1, cutoff=0.0)
+    return own[match[0]] if match else None
 
 
-def unknown_variables(names, role: str, role_names, known, published=()) -> dict[str, str | None]:
-    """Each variable of ``role`` among ``names`` that is neither known nor published, with its closest known name."""
+def unknown_variables(names, role: str, role_names, known, published=(), elsewhere=()) -> dict[str, str | None]:
+    """Each variable of ``role`` among ``names`` that is neither known nor published, with its closest known name.
+
+    ``elsewhere``: the variables other roles know, for variables that moved.
+    """
     role_names = set(role_names) | {role}
     accepted = set(known) | set(published)
     unknown = {}
@@ -51,7 +66,7 @@ def unknown_variables(names, role: str, role_names, known, published=()) -> dict
             continue
         if owning_role(name, role_names) != role:
             continue
-        unknown[name] = closest(name, role, known)
+        unknown[name] = closest(name, role, known, elsewhere, role_names)
     return unknown
 
 
@@ -95,7 +110,11 @@ class ActionModule(ActionBase):
         published = self._task.args.get("published") or []
         if not isinstance(published, list) or set(self._task.args) - {"published"}:
             raise AnsibleError("aerie_role_vars takes one optional argument: published, a list of variable names")
-        unknown = unknown_variables(task_vars, name, self._role_names(role_path, task_vars), known, published)
+        role_names = self._role_names(role_path, task_vars)
+        unknown = unknown_variables(task_vars, name, role_names, known, published)
+        if unknown:
+            elsewhere = self._known_elsewhere(role_path)
+            unknown = unknown_variables(unknown, name, role_names, known, published, elsewhere)
 
         result.update(changed=False, unknown=unknown)
         if unknown:
@@ -113,6 +132,19 @@ class ActionModule(ActionBase):
         if os.path.exists(meta):
             return (self._loader.load_from_file(meta) or {}).get("argument_specs") or {}
         raise AnsibleError(f"{role_path} has no argument spec to check the role's variables against")
+
+    def _known_elsewhere(self, role_path):
+        """The variables the argument specs of the roles beside this one know."""
+        parent = os.path.dirname(os.path.realpath(role_path))
+        known = set()
+        for entry in sorted(os.listdir(parent)):
+            other = os.path.join(parent, entry)
+            if other != os.path.realpath(role_path) and os.path.isdir(os.path.join(other, "meta")):
+                try:
+                    known |= spec_options(self._load_specs(other))
+                except AnsibleError:
+                    continue
+        return known
 
     @staticmethod
     def _role_names(role_path, task_vars):

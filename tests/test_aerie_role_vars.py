@@ -16,7 +16,7 @@ from aerie_testutil import REPO, ansible_playbook, load_script
 
 plugin = load_script("action_plugins/aerie_role_vars.py", "aerie_role_vars")
 
-ROLES = ["squid", "squid_client", "condor_worker", "condor_vm", "cgroups"]
+ROLES = ["squid", "squid_client", "condor_worker", "condor_vm", "cgroups", "htcondor"]
 KNOWN = ["condor_worker_central_manager", "condor_worker_extra_knobs", "condor_worker_slot_share_percent"]
 
 
@@ -34,6 +34,22 @@ def test_misspelt_variable_is_named_with_the_closest_known_name():
     assert unknown == {"condor_worker_centrl_manager": "condor_worker_central_manager"}
     msg = plugin.message("condor_worker", unknown)
     assert "condor_worker_centrl_manager (closest known name: condor_worker_central_manager)" in msg
+
+
+def test_a_variable_that_moved_to_another_role_is_named_there():
+    elsewhere = {"htcondor_central_manager", "htcondor_centrl_manager", "squid_port"}
+    moved = plugin.unknown_variables(
+        ["condor_worker_central_manager"], "condor_worker", ROLES, ["condor_worker_extra_knobs"], elsewhere=elsewhere
+    )
+    assert moved == {"condor_worker_central_manager": "htcondor_central_manager"}
+    # A close name in the role itself comes first.
+    assert plugin.closest("condor_worker_centrl_manager", "condor_worker", KNOWN, elsewhere, ROLES) == (
+        "condor_worker_central_manager"
+    )
+    # The same suffix under another role's exact prefix, not any name ending alike.
+    elsewhere.add("openstack_compute_rabbit_port")
+    known = ["squid_client_location"]
+    assert plugin.closest("squid_client_port", "squid_client", known, elsewhere, ROLES) == "squid_port"
 
 
 def test_what_the_check_leaves_alone():
