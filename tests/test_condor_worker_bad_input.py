@@ -36,7 +36,12 @@ CASES = {
     "squid_without_port": ({"squid_client_location": "squid.example.org"}, "condor_worker_squid_location"),
     "relative_chroot": ({"chroot_named_chroots": {"SL5": "chroot/sl5"}}, "condor_worker_named_chroots"),
     "multiline_knob": ({"condor_worker_extra_knobs": {"A": "1\nB = 2"}}, "condor_worker_extra_knobs"),
+    # The central manager has no default: a run without one names it.
+    "no_central_manager": ({"htcondor_central_manager": None}, "htcondor_central_manager"),
+    "central_manager_with_space": ({"htcondor_central_manager": "cm example"}, "htcondor_central_manager"),
 }
+# Every case but the one without it names a central manager (the htcondor role requires one).
+POOL = {"htcondor_central_manager": "cm.example.org", "htcondor_token_issuer": ""}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +49,8 @@ def outcomes(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bad_input")
     hosts = {}
     for case, spec in CASES.items():
-        variables = spec[0] if spec else {}
+        variables = {**POOL, **(spec[0] if spec else {})}
+        variables = {k: v for k, v in variables.items() if v is not None}
         hosts[case] = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, **variables}
     (tmp / "inventory.yml").write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
     (tmp / "play.yml").write_text(yaml.safe_dump([{

@@ -24,7 +24,10 @@ from ansible.template import Templar, trust_as_template
 
 REPO = Path(__file__).resolve().parent.parent
 ROLE = REPO / "roles" / "condor_worker"
+# The htcondor role (a dependency) brings the root config and the pool fragment.
+BASE = REPO / "roles" / "htcondor"
 FRAGMENTS = [
+    "05-aerie-pool.conf",
     "10-aerie-execute.conf",
     "20-aerie-cgroups.conf",
     "30-aerie-chroots.conf",
@@ -52,12 +55,17 @@ def _yaml(path: Path) -> dict:
 def render(template: str, **overrides) -> str:
     variables = {}
     for name in ("defaults/main.yml", "vars/main.yml", "vars/Debian.yml"):
-        variables.update(_trusted(_yaml(ROLE / name)))
-    variables.update(ansible_managed="Ansible managed", inventory_hostname="wn1",
-                     ansible_facts={"fqdn": "wn1.example.org"})
+        for role in (BASE, ROLE):
+            if (role / name).exists():
+                variables.update(_trusted(_yaml(role / name)))
+    # What the htcondor role's probes publish on a node without HTCondor.
+    variables.update(ansible_managed="Ansible managed", inventory_hostname="wn1", groups={},
+                     ansible_facts={"fqdn": "wn1.example.org"}, htcondor_central_manager="wn1.example.org",
+                     htcondor_node_version="24.0")
     variables.update(_trusted(overrides))
     templar = Templar(loader=DataLoader(), variables=variables)
-    return templar.template(trust_as_template((ROLE / "templates" / template).read_text()))
+    source = next(r / "templates" / template for r in (ROLE, BASE) if (r / "templates" / template).exists())
+    return templar.template(trust_as_template(source.read_text()))
 
 
 def run(argv, env):
@@ -70,7 +78,7 @@ def load(tmp_path: Path, names: list[str], fragments=FRAGMENTS, **overrides) -> 
     config_dir = tmp_path / "config.d"
     config_dir.mkdir(exist_ok=True)
     root = tmp_path / "condor_config"
-    root.write_text(render("condor_config.j2", condor_worker_config_dir=str(config_dir), **overrides))
+    root.write_text(render("condor_config.j2", htcondor_config_dir=str(config_dir), **overrides))
     for fragment in fragments:
         (config_dir / fragment).write_text(render(fragment + ".j2", **overrides))
     work = tmp_path / "work"
@@ -125,7 +133,7 @@ def test_other_roles_facts_become_knobs(tmp_path):
 def test_htcondor_25_5_gets_apptainer_instead_of_named_chroot(tmp_path):
     chroots = {"SL5": "/chroot/sl5", "EL7": "/chroot/el7"}
     params = load(tmp_path, ["NAMED_CHROOT", "SINGULARITY_JOB", "SINGULARITY_IMAGE_EXPR", "SINGULARITY_TARGET_DIR"],
-                  chroot_named_chroots=chroots, condor_worker_htcondor_version="25.5")
+                  chroot_named_chroots=chroots, htcondor_node_version="25.5")
     assert params["NAMED_CHROOT"] is None
     assert params["SINGULARITY_TARGET_DIR"] == "/srv"
     # The job interface stays: +RequestedChroot = "SL5" picks the same tree.

@@ -26,10 +26,13 @@ def test_lab_inventory_is_a_complete_small_site(lab_inventory):
     for name, info in hosts.items():
         for group in info["groups"]:
             by_group.setdefault(group, []).append(name)
-    # The foundation issue's lab: two workers, a squid, a compute node, a management host.
+    # Two workers, a squid, a compute node, a management host, and the pool's
+    # central manager, which is also its access point.
     assert {g: len(v) for g, v in by_group.items()} == {
         "worker_nodes": 2, "squid_servers": 1, "compute_nodes": 1, "drift_checkers": 1,
+        "central_managers": 1, "access_points": 1,
     }
+    assert by_group["central_managers"] == by_group["access_points"]
 
 
 def test_duplicate_address_is_refused(lab_inventory):
