@@ -173,6 +173,8 @@ def main():
             result["params"] = validate(run, validator, program, p["root_config"], config_dir, name,
                                         content, workdir, p["query"])
         except Rejected as exc:
+            # Nothing was written: a refused change is no change.
+            result["changed"] = False
             module.fail_json(msg=f"HTCondor's parser rejected the configuration with {path}"
                              f"{' removed' if content is None else ''}: {exc}", **result)
         except ValidationError as exc:

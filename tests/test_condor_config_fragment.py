@@ -191,7 +191,7 @@ def test_module_check_diff_write_and_rejection(node, tmp_path):
 
     before = fragment.read_bytes()
     res = ansible_module(tmp_path, {**args, "content": "use POLICY : NO_SUCH_POLICY\n"})
-    assert res["failed"] and "does not recognise NO_SUCH_POLICY" in res["msg"]
+    assert res["failed"] and not res["changed"] and "does not recognise NO_SUCH_POLICY" in res["msg"]
     assert str(fragment) in res["msg"]
     assert fragment.read_bytes() == before
     assert sorted(os.listdir(fragment.parent)) == ["10-execute.conf", "20-scratch.conf"]
