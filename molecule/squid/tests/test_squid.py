@@ -207,7 +207,14 @@ def test_link_local_and_localhost_destinations_are_denied(worker, proxy, url):
     assert proxy.run(f"grep -F 'TCP_DENIED/403' /var/log/squid/access.log | grep -qF {shlex.quote(url)}").rc == 0
 
 
-def test_broken_custom_directive_fails_the_run_and_changes_nothing(proxy, worker, origin):
+@pytest.mark.parametrize(
+    ("directive", "reason"),
+    [
+        ("cache_mem banana", "FATAL: Bungled new squid.conf line"),
+        ("cache_mme 64 MB", "unrecognized: 'cache_mme'"),
+    ],
+)
+def test_broken_custom_directive_fails_with_squids_reason_and_changes_nothing(proxy, worker, origin, directive, reason):
     def state():
         return (
             proxy.check_output("sha256sum /etc/squid/squid.conf"),
@@ -225,19 +232,29 @@ def test_broken_custom_directive_fails_the_run_and_changes_nothing(proxy, worker
             os.environ["MOLECULE_INVENTORY_FILE"],
             str(scenario / "converge.yml"),
             "-e",
-            json.dumps({"squid_custom_directives": ["cache_mem banana"]}),
+            json.dumps({"squid_custom_directives": [directive]}),
         ],
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"},
     )
     out = run.stdout + run.stderr
     assert run.returncode != 0, out
-    assert "failed to validate" in out
-    assert "Bungled" in out  # squid -k parse's own verdict on the line
-    assert re.search(rf"{re.escape(_name(proxy))}\s*:.*failed=1", out), out
+    failures = [
+        json.loads(m.group(1))
+        for m in re.finditer(rf"fatal: \[{re.escape(_name(proxy))}\]: FAILED! => (\{{.*\}})", out)
+    ]
+    assert len(failures) == 1, out
+    msg = failures[0]["msg"]
+    # squid's own verdict leads the message; none of its "Processing:" noise.
+    assert reason in msg and msg.index(reason) < msg.index("(squid -k parse refused"), msg
+    assert "Processing:" not in msg and "/dev/stdin" not in msg, msg
+    assert "failed to validate" not in out
+    # The refused file is no change: the proxy's play changed nothing.
+    assert re.search(rf"{re.escape(_name(proxy))}\s*:\s*ok=\d+\s+changed=0\s+.*failed=1", out), out
     assert state() == before
-    assert "cache_mem banana" not in proxy.file("/etc/squid/squid.conf").content_string
+    assert directive not in proxy.file("/etc/squid/squid.conf").content_string
     # ...and the proxy still serves.
     url = origin_url(origin, "small.txt")
     res = on_worker(worker, f"curl -sS -o /dev/null -w '%{{http_code}}' -x \"$OSG_SQUID_LOCATION\" {url}")
