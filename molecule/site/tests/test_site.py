@@ -43,13 +43,14 @@ def tampered(tmp_path_factory):
     w2.run("mkdir -p /chroot/elsewhere && ln -sfn elsewhere /chroot/bullseye.tmp"
            " && mv -T /chroot/bullseye.tmp /chroot/bullseye")
     w2.run("DEBIAN_FRONTEND=noninteractive apt-get remove -y -q qemu-utils")
+    w2.run("systemctl stop condor")
     return drift_check(tmp_path_factory.mktemp("tampered"))
 
 
 def test_converged_site_has_no_drift(tmp_path):
     rc, report = drift_check(tmp_path)
     assert rc == 0, json.dumps(report["findings"], indent=1)[:3000]
-    assert report["summary"]["hosts"] == 4 and report["summary"]["ok"] == 4
+    assert report["summary"]["hosts"] == 5 and report["summary"]["ok"] == 5
 
 
 def test_tampering_is_drift_on_exactly_the_tampered_hosts(tampered):
@@ -58,6 +59,7 @@ def test_tampering_is_drift_on_exactly_the_tampered_hosts(tampered):
     drifted = {h for h, v in report["hosts"].items() if v["status"] == "drift"}
     assert drifted == {"site-worker1", "site-worker2", "site-squid"}
     assert report["hosts"]["site-compute"]["status"] == "ok"
+    assert report["hosts"]["site-cm"]["status"] == "ok"
 
 
 def tasks_of(report, host):
@@ -82,6 +84,11 @@ def test_repointed_chroot_link_is_named(tampered):
     assert any("elsewhere" in d for d in chroot.values()), chroot
 
 
+def test_stopped_htcondor_is_named(tampered):
+    changes = tasks_of(tampered[1], "site-worker2")
+    assert any(task == "Ensure the HTCondor daemons run and start at boot" for _role, task in changes), changes
+
+
 def test_removed_package_is_named(tampered):
     changes = tasks_of(tampered[1], "site-worker2")
     assert any(role == "condor_vm" for role, _ in changes), changes
@@ -102,4 +109,4 @@ def test_a_stopped_node_is_exit_4(tmp_path):
     assert rc == 4
     assert report["hosts"]["site-compute"]["status"] in ("unreachable", "failed")
     assert {h for h, v in report["hosts"].items() if v["status"] == "ok"} == {
-        "site-worker1", "site-worker2", "site-squid"}
+        "site-cm", "site-worker1", "site-worker2", "site-squid"}
