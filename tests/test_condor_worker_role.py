@@ -89,10 +89,12 @@ def load(tmp_path: Path, names: list[str], fragments=FRAGMENTS, **overrides) -> 
 
 
 def evaluate(expr: str, my: dict, target: dict | None = None):
-    my_ad = classad2.ClassAd(my)
     if target is None:
-        return classad2.ExprTree(expr).eval(my_ad)
-    return classad2.ExprTree(expr).eval(my_ad, classad2.ClassAd(target))
+        return classad2.ExprTree(expr).eval(classad2.ClassAd(my))
+    # In the startd an unqualified name resolves in the slot first, then in
+    # the job (as HTCondor's own WANT_HOLD_IF policies rely on); classad2's
+    # eval looks only in MY, so MY carries the job's attributes under the slot's.
+    return classad2.ExprTree(expr).eval(classad2.ClassAd({**target, **my}), classad2.ClassAd(target))
 
 
 # --- What the node's configuration says --------------------------------------
@@ -159,20 +161,30 @@ def test_a_broken_extra_knob_is_the_parsers_business(tmp_path):
 
 # --- Node-local hold policy (startd: MY is the slot, TARGET the job) ---------
 
-POLICY = ["PREEMPT", "WANT_HOLD", "WANT_HOLD_REASON", "WANT_HOLD_SUBCODE", "WANT_SUSPEND"]
+POLICY = ["PREEMPT", "WANT_HOLD", "WANT_HOLD_REASON", "WANT_HOLD_SUBCODE", "WANT_SUSPEND", "MAXJOBRETIREMENTTIME"]
 
 
+# The startd's view: the dynamic slot (MY) has the request as Memory; the job
+# (TARGET) carries its usage and state. The molecule condor_pool scenario
+# proves the same rules with real jobs on a real startd.
 def running_slot(**extra):
-    return {"Memory": 2048, "JobState": "Running", "JobCurrentStartDate": int(time.time()) - 60, **extra}
+    return {"Memory": 2048, **extra}
+
+
+def running_job(started_seconds_ago=60, **extra):
+    return {"JobUniverse": 5, "JobState": "Running", "JobCurrentStartDate": int(time.time()) - started_seconds_ago,
+            **extra}
 
 
 def test_over_the_memory_request_is_held_with_reason_and_subcode(tmp_path):
     p = load(tmp_path, POLICY, fragments=["10-aerie-execute.conf", "50-aerie-hold-policy.conf"])
-    job = {"JobUniverse": 5, "MemoryUsage": 3000, "DiskUsage": 1000}
+    job = running_job(MemoryUsage=3000, DiskUsage=1000)
     slot = running_slot()
     assert evaluate(p["PREEMPT"], slot, job) is True
     assert evaluate(p["WANT_HOLD"], slot, job) is True
     assert evaluate(p["WANT_SUSPEND"], slot, job) is False
+    # A broken limit ends retirement at once, as in HTCondor's own policies.
+    assert evaluate(p["MAXJOBRETIREMENTTIME"], slot, job) == -1
     assert evaluate(p["WANT_HOLD_REASON"], slot, job) == (
         "Job put on hold by the execute node due to memory usage 3000 MB over the limit of 2048 MB.")
     assert evaluate(p["WANT_HOLD_SUBCODE"], slot, job) == 102
@@ -181,7 +193,7 @@ def test_over_the_memory_request_is_held_with_reason_and_subcode(tmp_path):
 def test_under_the_memory_request_is_not_held(tmp_path):
     p = load(tmp_path, POLICY, fragments=["10-aerie-execute.conf", "50-aerie-hold-policy.conf"])
     slot = running_slot()
-    for job in ({"JobUniverse": 5, "MemoryUsage": 2048, "DiskUsage": 1000}, {"JobUniverse": 5}):
+    for job in (running_job(MemoryUsage=2048, DiskUsage=1000), running_job()):
         assert evaluate(p["PREEMPT"], slot, job) is False
         assert evaluate(p["WANT_HOLD"], slot, job) is False
 
@@ -191,30 +203,29 @@ def test_absolute_memory_cap_disk_and_runtime_each_have_their_reason(tmp_path):
              condor_worker_hold_memory_cap_mb=4096, condor_worker_hold_disk_cap_kb=5000,
              condor_worker_hold_runtime_cap_seconds=3600)
     slot = running_slot()
-    over_request_under_cap = {"JobUniverse": 5, "MemoryUsage": 3000, "DiskUsage": 10}
+    over_request_under_cap = running_job(MemoryUsage=3000, DiskUsage=10)
     assert evaluate(p["WANT_HOLD"], slot, over_request_under_cap) is False
 
-    over_cap = {"JobUniverse": 5, "MemoryUsage": 5000, "DiskUsage": 10}
+    over_cap = running_job(MemoryUsage=5000, DiskUsage=10)
     assert evaluate(p["WANT_HOLD_REASON"], slot, over_cap) == (
         "Job put on hold by the execute node due to memory usage 5000 MB over the limit of 4096 MB.")
 
-    disk = {"JobUniverse": 5, "MemoryUsage": 100, "DiskUsage": 6000}
+    disk = running_job(MemoryUsage=100, DiskUsage=6000)
     assert evaluate(p["WANT_HOLD"], slot, disk) is True
     assert evaluate(p["WANT_HOLD_REASON"], slot, disk) == (
         "Job put on hold by the execute node due to disk usage 6000 KB over the limit of 5000 KB.")
     assert evaluate(p["WANT_HOLD_SUBCODE"], slot, disk) == 104
 
-    long_running = running_slot(JobCurrentStartDate=int(time.time()) - 7200)
-    fine = {"JobUniverse": 5, "MemoryUsage": 100, "DiskUsage": 10}
-    assert evaluate(p["WANT_HOLD"], long_running, fine) is True
-    assert evaluate(p["WANT_HOLD_REASON"], long_running, fine) == (
+    long_running = running_job(started_seconds_ago=7200, MemoryUsage=100, DiskUsage=10)
+    assert evaluate(p["WANT_HOLD"], slot, long_running) is True
+    assert evaluate(p["WANT_HOLD_REASON"], slot, long_running) == (
         "Job put on hold by the execute node for running longer than 3600 seconds.")
-    assert evaluate(p["WANT_HOLD_SUBCODE"], long_running, fine) == 103
+    assert evaluate(p["WANT_HOLD_SUBCODE"], slot, long_running) == 103
 
 
 def test_vm_universe_jobs_are_not_held_for_memory(tmp_path):
     p = load(tmp_path, POLICY, fragments=["10-aerie-execute.conf", "50-aerie-hold-policy.conf"])
-    assert evaluate(p["WANT_HOLD"], running_slot(), {"JobUniverse": 13, "MemoryUsage": 9999}) is False
+    assert evaluate(p["WANT_HOLD"], running_slot(), running_job(JobUniverse=13, MemoryUsage=9999)) is False
 
 
 def test_disabled_policy_keeps_htcondors_defaults(tmp_path):
@@ -223,11 +234,12 @@ def test_disabled_policy_keeps_htcondors_defaults(tmp_path):
              condor_worker_hold_runtime_enabled=False)
     assert p["PREEMPT"] == "False"
     assert p["WANT_HOLD"] is None
+    assert p["MAXJOBRETIREMENTTIME"] == "0"
 
 
 # --- Schedd-side policy: the site's proven example -----------------------------
 
-EXAMPLE = REPO / "inventories" / "example" / "group_vars" / "submit_nodes" / "condor_schedd_policy.yml"
+EXAMPLE = REPO / "inventories" / "example" / "group_vars" / "access_points" / "condor_schedd_policy.yml"
 
 
 def schedd_policy(tmp_path):
