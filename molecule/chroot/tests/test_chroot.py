@@ -394,3 +394,28 @@ def test_the_next_build_clears_what_a_crashed_incremental_build_left(host):
     assert host.check_output("ls -A /chroot | grep -c '^\\.el-v' || true") == "0"
     assert tree_digest(host, "/chroot/el-v2") == before
     assert manifest(host, "/chroot/el-v8")["build"]["base_version"] == "2"
+
+
+def test_a_module_killed_mid_debootstrap_takes_debootstrap_along_and_frees_the_lock(host):
+    args = {"name": "deb11", "version": "9", "bootstrapper": "debootstrap", "build_mode": "full",
+            "debootstrap": {"suite": "bullseye"}}  # fmt: skip
+    build = subprocess.Popen(module_argv(host, "chroot_tree", args), env=ansible_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        for _ in range(240):
+            if host.run("pgrep -x debootstrap").rc == 0:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("debootstrap never started: " + build.communicate(timeout=60)[0][-2000:])
+        time.sleep(3)  # well into the download
+    finally:
+        host.run("pkill -KILL -f 'AnsiballZ_chroot_tre[e]'")  # the crash: only the module's own processes
+        build.communicate(timeout=120)
+    # The kernel told debootstrap's timeout wrapper, which took the whole process group down.
+    gone = "for i in $(seq 40); do pgrep -x 'debootstrap|wget|dpkg|timeout' || exit 0; sleep 0.5; done; exit 1"
+    assert host.run(gone).rc == 0, host.check_output("ps -ef")
+    assert host.run("flock -n /run/lock/aerie-chroot-deb11.lock true").rc == 0, "the tree lock is still held"
+    assert host.check_output("ls -A /chroot | grep -c '^.deb11-v9.build-' || true") == "1"
+    leftovers = "awk '$2 ~ /deb11-v9.build-/ {print $2}' /proc/self/mounts | sort -r"
+    host.check_output(f"for m in $({leftovers}); do umount $m; done; rm -rf /chroot/.deb11-v9.build-*")
