@@ -9,6 +9,7 @@ import sys
 import tempfile
 
 from ansible.module_utils.aerie_condor import Rejected, ValidationError, validate
+from ansible.module_utils.aerie_core import read_text, write_atomic
 from ansible.module_utils.basic import AnsibleModule
 
 DOCUMENTATION = r"""
@@ -113,13 +114,6 @@ params:
 """
 
 
-def read(path):
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return handle.read()
-
-
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -141,7 +135,7 @@ def main():
         module.fail_json(msg=f"path must be absolute, got {path!r}")
     config_dir, name = os.path.split(path)
     content = p["content"] if p["state"] == "present" else None
-    before = read(path)
+    before = read_text(path, None)
     changed = before != content
     result = {"path": path, "changed": changed, "validated": False, "validator": None,
               "diff": {"before": before or "", "after": content or "", "before_header": path, "after_header": path}}
@@ -187,11 +181,9 @@ def main():
         if content is None:
             os.unlink(path)
         else:
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=config_dir)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(content)
-            # atomic_move keeps an old file's owner and mode; a new one gets 0644 under umask 022.
-            module.atomic_move(tmp, path)
+            # An old file keeps its mode; owner, group and an asked-for mode follow below.
+            mode = os.stat(path).st_mode & 0o7777 if before is not None else 0o644
+            write_atomic(path, content, mode=mode)
     if content is not None and os.path.exists(path):
         file_args = module.load_file_common_arguments(module.params)
         result["changed"] = module.set_fs_attributes_if_different(file_args, result["changed"])

@@ -16,6 +16,11 @@ import os
 import re
 import shutil
 
+try:  # as an Ansible module_utils, or imported directly by the unit tests
+    from ansible.module_utils.aerie_core import AerieError
+except ImportError:
+    from aerie_core import AerieError
+
 # Child program for the htcondor2 route. The configuration is read at import
 # time, from the file CONDOR_CONFIG names; on error the import never returns.
 # param[] converts knobs of a known type (SINGULARITY_JOB comes back as the
@@ -37,7 +42,7 @@ print(json.dumps({n: text(n) for n in json.loads(sys.argv[1])}))
 SKIP_EVERY_FILE = "LOCAL_CONFIG_DIR_EXCLUDE_REGEXP = ^.*$"
 
 
-class ValidationError(Exception):
+class ValidationError(AerieError):
     """The configuration cannot be validated as asked (not a parser verdict)."""
 
 
@@ -120,7 +125,7 @@ def condor_config_val_value(rc: int, stdout: str) -> str | None:
     return stdout.rstrip("\n")
 
 
-class Rejected(Exception):
+class Rejected(AerieError):
     """HTCondor's parser refused the configuration; the message is its own."""
 
 
