@@ -114,6 +114,18 @@ def test_a_fragment_htcondor_rejects_fails_with_its_message_and_changes_nothing(
     assert {f: worker.file(f"/etc/condor/config.d/{f}").content for f in FRAGMENTS} == before
 
 
+def test_a_declared_version_that_is_not_the_installed_one_fails_first():
+    worker = node(WORKERS[0])
+    before = {f: worker.file(f"/etc/condor/config.d/{f}").content for f in FRAGMENTS}
+    run = playbook("--check", "-e", "htcondor_version=24.0", limit=WORKERS[0])
+    text = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode != 0
+    assert "htcondor_version is 24.0 but this node runs HTCondor 25.0.13 (condor_version)" in text
+    # The node's version decides NAMED_CHROOT (25.0 < 25.5): installed, not declared.
+    assert worker.check_output("condor_config_val -dump | grep -c '^NAMED_CHROOT' || true") in ("0", "1")
+    assert {f: worker.file(f"/etc/condor/config.d/{f}").content for f in FRAGMENTS} == before
+
+
 def test_a_worker_without_its_token_is_refused_and_the_check_reports_it(host):
     name = WORKERS[-1]
     worker = node(name)
