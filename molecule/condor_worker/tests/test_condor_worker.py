@@ -16,6 +16,7 @@ SCENARIO = Path(__file__).resolve().parent.parent
 REPO = SCENARIO.parent.parent
 VALIDATOR = "/opt/aerie/condor-validator/bin/python"
 FRAGMENTS = [
+    "05-aerie-pool.conf",  # the htcondor role's, a dependency
     "10-aerie-execute.conf",
     "20-aerie-cgroups.conf",
     "30-aerie-chroots.conf",
