@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "module_utils"))
-from aerie_chroot import switch_link  # noqa: E402
+sys.path.insert(0, str(REPO / "collections"))  # the checkout as the collection aerie.grid
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_chroot import switch_link  # noqa: E402
 
 WORK = REPO / "bench" / "_work" / "chroot"
 PACKAGE = "base-files"  # re-installed from the tree's own archive cache: the "changed package"

@@ -56,9 +56,9 @@ values:
 
 import os
 
-from ansible.module_utils.aerie_cgroup import normalise_value, write_kernel_file
-from ansible.module_utils.aerie_core import AerieError, read_text
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_cgroup import normalise_value, write_kernel_file
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import AerieError, read_text
 
 
 def _read_value(path: str) -> str | None:

@@ -87,9 +87,13 @@ cgroups:
 
 import os
 
-from ansible.module_utils.aerie_cgroup import detect, parse_proc_cgroups, parse_swapaccount
-from ansible.module_utils.aerie_core import AerieError, read_mounts, read_text
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_cgroup import (
+    detect,
+    parse_proc_cgroups,
+    parse_swapaccount,
+)
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import AerieError, read_mounts, read_text
 
 
 def _swap_accounting(facts: dict, memory_root: str | None) -> bool:

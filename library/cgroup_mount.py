@@ -128,7 +128,8 @@ subtree_control:
 
 import os
 
-from ansible.module_utils.aerie_cgroup import (
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_cgroup import (
     mount_unit_name,
     normpath,
     parse_proc_cgroups,
@@ -136,8 +137,12 @@ from ansible.module_utils.aerie_cgroup import (
     plan_mount,
     write_kernel_file,
 )
-from ansible.module_utils.aerie_core import AerieError, read_mounts, read_text, write_atomic
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import (
+    AerieError,
+    read_mounts,
+    read_text,
+    write_atomic,
+)
 
 
 def read_state(module: AnsibleModule, request: dict) -> tuple:

@@ -18,7 +18,7 @@ description:
     for file sources), resolving symbolic links with the tree as C(/).
 version_added: "0.1.0"
 author: aerie
-extends_documentation_fragment: [aerie_chroot]
+extends_documentation_fragment: [aerie.grid.aerie_chroot]
 options:
   mounts:
     description: Host paths to bind-mount, in mount order (parents before children, C(/dev) before C(/dev/pts)).
@@ -82,9 +82,19 @@ versions:
 
 import os
 
-from ansible.module_utils.aerie_chroot import list_versions, resolve_in_tree, tree_dirname
-from ansible.module_utils.aerie_chroot_mounts import FSTAB_BANNER, block_label, fstab_line, mounted_points
-from ansible.module_utils.aerie_core import (
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_chroot import (
+    list_versions,
+    resolve_in_tree,
+    tree_dirname,
+)
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_chroot_mounts import (
+    FSTAB_BANNER,
+    block_label,
+    fstab_line,
+    mounted_points,
+)
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import (
     AerieError,
     fstab_block,
     read_mounts,
@@ -92,7 +102,6 @@ from ansible.module_utils.aerie_core import (
     set_fstab_block,
     write_atomic,
 )
-from ansible.module_utils.basic import AnsibleModule
 
 
 def main():

@@ -21,7 +21,7 @@ description:
     recorded in the fact file.
 version_added: "0.1.0"
 author: aerie
-extends_documentation_fragment: [aerie_chroot]
+extends_documentation_fragment: [aerie.grid.aerie_chroot]
 options:
   version:
     description: Version to serve. Required unless O(rollback=true).
@@ -85,7 +85,8 @@ import json
 import os
 import time
 
-from ansible.module_utils.aerie_chroot import (
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_chroot import (
     current_version,
     facts_agree,
     list_versions,
@@ -96,8 +97,7 @@ from ansible.module_utils.aerie_chroot import (
     switch_link,
     tree_dirname,
 )
-from ansible.module_utils.aerie_core import AerieError, write_atomic
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import AerieError, write_atomic
 
 
 def smoke_test(module, tree, command):

@@ -20,7 +20,7 @@ description:
   - Leftovers of an interrupted delete are removed too.
 version_added: "0.1.0"
 author: aerie
-extends_documentation_fragment: [aerie_chroot]
+extends_documentation_fragment: [aerie.grid.aerie_chroot]
 options:
   keep_count:
     description: Newest versions to keep besides the current and previous ones.
@@ -65,7 +65,8 @@ unmounted:
 
 import os
 
-from ansible.module_utils.aerie_chroot import (
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_chroot import (
     DELETE_MARK,
     busy_processes,
     current_version,
@@ -78,8 +79,12 @@ from ansible.module_utils.aerie_chroot import (
     tree_dirname,
     tree_lock,
 )
-from ansible.module_utils.aerie_chroot_mounts import FSTAB_BANNER, block_label, unmount_under
-from ansible.module_utils.aerie_core import (
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_chroot_mounts import (
+    FSTAB_BANNER,
+    block_label,
+    unmount_under,
+)
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import (
     AerieError,
     drop_fstab_entries_under,
     fstab_block,
@@ -89,7 +94,6 @@ from ansible.module_utils.aerie_core import (
     set_fstab_block,
     write_atomic,
 )
-from ansible.module_utils.basic import AnsibleModule
 
 
 def main():

@@ -37,7 +37,7 @@ description:
     RV(build_notes)), the version is built in full.
 version_added: "0.1.0"
 author: aerie
-extends_documentation_fragment: [aerie_chroot]
+extends_documentation_fragment: [aerie.grid.aerie_chroot]
 options:
   version:
     description: Version to build; the tree is C(ROOT/NAME-vVERSION). Letters, digits, C(.), C(_).
@@ -230,7 +230,9 @@ build_notes:
 
 import os
 
-from ansible.module_utils.aerie_chroot import (
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import fetch_url
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_chroot import (
     MANIFEST,
     current_version,
     inputs_differences,
@@ -238,10 +240,15 @@ from ansible.module_utils.aerie_chroot import (
     tree_dirname,
     tree_lock,
 )
-from ansible.module_utils.aerie_chroot_build import Steps, build, fix_root, normalise_inputs, plan_mode, plan_root
-from ansible.module_utils.aerie_core import AerieError
-from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import fetch_url
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_chroot_build import (
+    Steps,
+    build,
+    fix_root,
+    normalise_inputs,
+    plan_mode,
+    plan_root,
+)
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import AerieError
 
 
 def plan(p: dict, result: dict) -> dict:

@@ -8,9 +8,9 @@ import shutil
 import sys
 import tempfile
 
-from ansible.module_utils.aerie_condor import Rejected, ValidationError, validate
-from ansible.module_utils.aerie_core import read_text, write_atomic
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_condor import Rejected, ValidationError, validate
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import read_text, write_atomic
 
 DOCUMENTATION = r"""
 ---

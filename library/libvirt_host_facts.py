@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from ansible.module_utils.aerie_libvirt import host_facts
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_libvirt import host_facts
 
 try:
     import libvirt

@@ -13,10 +13,13 @@ from __future__ import annotations
 import os
 import re
 
-try:  # on a node Ansible ships the core beside this file as ansible.module_utils
-    from ansible.module_utils.aerie_core import AerieError, Mount, fstab_entry, normpath, set_fstab_entry
-except ImportError:  # unit tests import module_utils/ directly
-    from aerie_core import AerieError, Mount, fstab_entry, normpath, set_fstab_entry
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import (
+    AerieError,
+    Mount,
+    fstab_entry,
+    normpath,
+    set_fstab_entry,
+)
 
 # Where systemd (and HTCondor, which never mounts anything) expect cgroups.
 SYSTEMD_CGROUP_ROOT = "/sys/fs/cgroup"

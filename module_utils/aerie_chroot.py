@@ -25,10 +25,7 @@ import shutil
 import stat
 import tempfile
 
-try:  # on a node Ansible ships the core beside this file as ansible.module_utils
-    from ansible.module_utils.aerie_core import AerieError, read_text
-except ImportError:  # unit tests (and the chroot scenario's switch test) import module_utils/ directly
-    from aerie_core import AerieError, read_text
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import AerieError, read_text
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._]*$")

@@ -21,14 +21,9 @@ import shutil
 import tempfile
 import time
 
-try:  # on a node Ansible ships these beside this file as ansible.module_utils
-    from ansible.module_utils import aerie_chroot as chroot
-    from ansible.module_utils.aerie_chroot_mounts import unmount_under
-    from ansible.module_utils.aerie_core import AerieError, run_bound
-except ImportError:  # unit tests import module_utils/ directly
-    import aerie_chroot as chroot
-    from aerie_chroot_mounts import unmount_under
-    from aerie_core import AerieError, run_bound
+from ansible_collections.aerie.grid.plugins.module_utils import aerie_chroot as chroot
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_chroot_mounts import unmount_under
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import AerieError, run_bound
 
 MANIFEST_FORMAT = 1
 RPM_DBPATH = "/var/lib/rpm"

@@ -8,10 +8,13 @@ restore the mounts at boot.
 
 from __future__ import annotations
 
-try:  # on a node Ansible ships the core beside this file as ansible.module_utils
-    from ansible.module_utils.aerie_core import AerieError, Mount, fstab_entry, mounts_under, read_mounts
-except ImportError:  # unit tests import module_utils/ directly
-    from aerie_core import AerieError, Mount, fstab_entry, mounts_under, read_mounts
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import (
+    AerieError,
+    Mount,
+    fstab_entry,
+    mounts_under,
+    read_mounts,
+)
 
 FSTAB_BANNER = "Bind mounts of aerie's chroot trees (chroot_mounts module); managed, do not edit."
 

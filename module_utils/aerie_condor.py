@@ -16,10 +16,7 @@ import os
 import re
 import shutil
 
-try:  # as an Ansible module_utils, or imported directly by the unit tests
-    from ansible.module_utils.aerie_core import AerieError
-except ImportError:
-    from aerie_core import AerieError
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import AerieError
 
 # Child program for the htcondor2 route. The configuration is read at import
 # time, from the file CONDOR_CONFIG names; on error the import never returns.

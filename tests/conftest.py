@@ -1,13 +1,6 @@
-"""Unit tests import aerie's pure helpers and modules directly.
+"""Unit tests import aerie's modules and helpers by their collection names.
 
-module_utils/ and library/ hold plain Python files; Ansible ships them to
-nodes, the tests import them from here without root and without Ansible's
-module loader.
+pyproject.toml puts collections/ (where ansible_collections/aerie/grid links
+back to this checkout) on pytest's path, so a test imports exactly what an
+installed aerie.grid ships: ansible_collections.aerie.grid.plugins.*.
 """
-
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
-for sub in ("module_utils", "library", "molecule"):
-    sys.path.insert(0, str(REPO / sub))

@@ -3,8 +3,8 @@
 import os
 import stat
 
-import aerie_core as core
 import pytest
+from ansible_collections.aerie.grid.plugins.module_utils import aerie_core as core
 
 
 def test_mountinfo_fields_optional_tags_and_escapes_are_parsed():

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-import aerie_cgroup as cg
-import aerie_core as core
 import pytest
+from ansible_collections.aerie.grid.plugins.module_utils import aerie_cgroup as cg
+from ansible_collections.aerie.grid.plugins.module_utils import aerie_core as core
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "cgroup"
 

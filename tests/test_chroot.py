@@ -7,11 +7,12 @@ import stat
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
-import aerie_chroot
-import aerie_chroot_build as chroot_build
 import pytest
-from aerie_core import AerieError
+from ansible_collections.aerie.grid.plugins.module_utils import aerie_chroot
+from ansible_collections.aerie.grid.plugins.module_utils import aerie_chroot_build as chroot_build
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import AerieError
 
 
 def make_tree(root, name, version, release="1"):
@@ -281,13 +282,13 @@ def test_changed_inputs_are_named():
 
 
 def test_tree_lock_serialises_runs_and_dies_with_its_holder(tmp_path):
-    utils = os.path.dirname(aerie_chroot.__file__)
     code = (
-        f"import sys, time; sys.path.insert(0, {utils!r}); import aerie_chroot\n"
+        "import time\nfrom ansible_collections.aerie.grid.plugins.module_utils import aerie_chroot\n"
         f"with aerie_chroot.tree_lock('sl5', {str(tmp_path)!r}):\n"
         "    print('held', flush=True); time.sleep(60)"
     )
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent / "collections"))
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert holder.stdout.readline().strip() == "held"
         with open(tmp_path / "aerie-chroot-sl5.lock") as handle, pytest.raises(BlockingIOError):

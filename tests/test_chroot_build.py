@@ -12,13 +12,15 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
-import aerie_chroot
-import aerie_chroot_build as chroot_build
 import pytest
-from aerie_core import AerieError
+from ansible_collections.aerie.grid.plugins.module_utils import aerie_chroot
+from ansible_collections.aerie.grid.plugins.module_utils import aerie_chroot_build as chroot_build
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import AerieError
 
-UTILS = os.path.dirname(aerie_chroot.__file__)
+# The checkout as the collection aerie.grid, for the module run as a child process.
+COLLECTIONS = str(Path(__file__).resolve().parent.parent / "collections")
 
 # debootstrap's stand-in: it starts a "dpkg" that ignores SIGTERM for a few
 # seconds (as a process in the middle of unpacking might), then waits.
@@ -32,9 +34,7 @@ sleep 120
 """
 
 MODULE = """\
-import sys
-sys.path.insert(0, {utils!r})
-import aerie_chroot, aerie_chroot_build as b
+from ansible_collections.aerie.grid.plugins.module_utils import aerie_chroot, aerie_chroot_build as b
 params = {{"name": "sl5", "version": "2", "root": {root!r}, "build_mode": "full", "setuid_allow": [],
           "execute_dir": "/var/lib/condor/execute", "bootstrapper": "debootstrap",
           "debootstrap": {{"suite": "bullseye", "mirror": "http://m", "variant": "minbase", "include": []}}}}
@@ -67,8 +67,8 @@ def test_a_killed_build_takes_its_bootstrapper_along_and_the_next_run_waits_for_
         d.mkdir()
     (bindir / "debootstrap").write_text(FAKE_DEBOOTSTRAP)
     (bindir / "debootstrap").chmod(0o755)
-    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", STATE=str(state))
-    code = MODULE.format(utils=UTILS, root=str(root), locks=str(locks))
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", STATE=str(state), PYTHONPATH=COLLECTIONS)
+    code = MODULE.format(root=str(root), locks=str(locks))
     module = subprocess.Popen([sys.executable, "-c", code], env=env)
     try:
         assert wait_for(lambda: (state / "dpkg.pid").exists(), 20), "the bootstrapper never started"

@@ -1,8 +1,8 @@
 """The chroot bind mounts: their fstab lines in the managed block and unmounting a tree."""
 
-import aerie_chroot_mounts as m
-import aerie_core as core
 import pytest
+from ansible_collections.aerie.grid.plugins.module_utils import aerie_chroot_mounts as m
+from ansible_collections.aerie.grid.plugins.module_utils import aerie_core as core
 
 MOUNTINFO = """\
 22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw

@@ -14,8 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import aerie_condor
 import pytest
+from ansible_collections.aerie.grid.plugins.module_utils import aerie_condor
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -156,8 +156,7 @@ def ansible_module(tmp_path: Path, args: dict, *flags: str) -> dict:
     cfg.write_text("[defaults]\n")
     env = {
         **os.environ,
-        "ANSIBLE_LIBRARY": str(REPO / "library"),
-        "ANSIBLE_MODULE_UTILS": str(REPO / "module_utils"),
+        "ANSIBLE_COLLECTIONS_PATH": str(REPO / "collections"),
         "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
         "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
         "ANSIBLE_CONFIG": str(cfg),
@@ -165,8 +164,9 @@ def ansible_module(tmp_path: Path, args: dict, *flags: str) -> dict:
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
     }
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible"), "localhost", "-c", "local", "-m", "condor_config_fragment",
-         "-e", f"ansible_python_interpreter={sys.executable}", "-a", json.dumps(args), *flags],
+        [str(Path(sys.executable).parent / "ansible"), "localhost", "-c", "local",
+         "-m", "aerie.grid.condor_config_fragment", "-e", f"ansible_python_interpreter={sys.executable}",
+         "-a", json.dumps(args), *flags],
         env=env, capture_output=True, text=True, check=False,
     )
     out = json.loads(proc.stdout)

@@ -59,8 +59,7 @@ def outcomes(tmp_path_factory):
     }]))
     (tmp / "ansible.cfg").write_text("[defaults]\n")
     env = {**os.environ, "ANSIBLE_CONFIG": str(tmp / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-           "ANSIBLE_LIBRARY": str(REPO / "library"), "ANSIBLE_MODULE_UTILS": str(REPO / "module_utils"),
-           "ANSIBLE_ACTION_PLUGINS": str(REPO / "action_plugins"),
+           "ANSIBLE_COLLECTIONS_PATH": str(REPO / "collections"),
            "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1"}
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp / "inventory.yml"), "--check",

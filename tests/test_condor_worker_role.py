@@ -15,12 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-import aerie_condor
 import classad2
 import pytest
 import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
+from ansible_collections.aerie.grid.plugins.module_utils import aerie_condor
 
 REPO = Path(__file__).resolve().parent.parent
 ROLE = REPO / "roles" / "condor_worker"

@@ -130,8 +130,8 @@ def test_callback_records_a_real_check_mode_run(tmp_path):
       no_log: true
 """)
     events = tmp_path / "events.jsonl"
-    env = dict(os.environ, AERIE_DRIFT_EVENTS=str(events), ANSIBLE_CALLBACKS_ENABLED="aerie_drift",
-               ANSIBLE_CALLBACK_PLUGINS=str(REPO / "callback_plugins"))
+    env = dict(os.environ, AERIE_DRIFT_EVENTS=str(events), ANSIBLE_CALLBACKS_ENABLED="aerie.grid.aerie_drift",
+               ANSIBLE_COLLECTIONS_PATH=str(REPO / "collections"))
     subprocess.run([str(REPO / ".venv/bin/ansible-playbook"), "-i", "localhost,", "-c", "local",
                     "-e", f"ansible_python_interpreter={REPO / '.venv/bin/python'}",
                     str(play), "--check", "--diff"], env=env, check=True, capture_output=True)

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import aerie_libvirt
 import libvirt
 import pytest
+from ansible_collections.aerie.grid.plugins.module_utils import aerie_libvirt
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -146,8 +146,7 @@ def ansible_env(tmp_path: Path) -> dict[str, str]:
         **os.environ,
         "ANSIBLE_CONFIG": str(cfg),
         "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-        "ANSIBLE_LIBRARY": str(REPO / "library"),
-        "ANSIBLE_MODULE_UTILS": str(REPO / "module_utils"),
+        "ANSIBLE_COLLECTIONS_PATH": str(REPO / "collections"),
         "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
         "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
         "ANSIBLE_LOCALHOST_WARNING": "0",
@@ -171,7 +170,8 @@ def run_ansible(tmp_path: Path, tool: str, *args: str) -> dict:
 def run_module(tmp_path: Path, *args: str) -> dict:
     """Run the module through Ansible itself, as a playbook task would."""
     python = f"ansible_python_interpreter={sys.executable}"
-    out = run_ansible(tmp_path, "ansible", "localhost", "-c", "local", "-e", python, "-m", "libvirt_host_facts", *args)
+    out = run_ansible(tmp_path, "ansible", "localhost", "-c", "local", "-e", python,
+                      "-m", "aerie.grid.libvirt_host_facts", *args)
     return out["plays"][0]["tasks"][0]["hosts"]["localhost"]
 
 

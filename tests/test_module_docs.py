@@ -16,11 +16,11 @@ def test_there_are_modules():
 
 @pytest.fixture(scope="module")
 def docs():
-    # The checkout's ansible.cfg names doc_fragments/, where shared option docs live.
+    # The checkout's ansible.cfg finds the checkout as the collection aerie.grid.
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
-    out = subprocess.run([str(REPO / ".venv/bin/ansible-doc"), "-M", str(REPO / "library"), "--json", *MODULES],
+    out = subprocess.run([str(REPO / ".venv/bin/ansible-doc"), "--json", *(f"aerie.grid.{m}" for m in MODULES)],
                          capture_output=True, text=True, check=True, env=env).stdout
-    return json.loads(out)
+    return {name.removeprefix("aerie.grid."): entry for name, entry in json.loads(out).items()}
 
 
 @pytest.mark.parametrize("module", MODULES)

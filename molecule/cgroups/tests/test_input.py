@@ -28,8 +28,7 @@ def ansible(command, *args):
     env = dict(
         os.environ,
         ANSIBLE_ROLES_PATH=str(REPO / "roles"),
-        ANSIBLE_LIBRARY=str(REPO / "library"),
-        ANSIBLE_MODULE_UTILS=str(REPO / "module_utils"),
+        ANSIBLE_COLLECTIONS_PATH=str(REPO / "collections"),
         ANSIBLE_NOCOLOR="1",
     )
     result = subprocess.run(

@@ -31,8 +31,7 @@ def ansible_env():
     env.update(
         ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
         ANSIBLE_CACHE_PLUGIN="memory",  # keep the test instance out of .cache/facts
-        ANSIBLE_LIBRARY=str(REPO / "library"),
-        ANSIBLE_MODULE_UTILS=str(REPO / "module_utils"),
+        ANSIBLE_COLLECTIONS_PATH=str(REPO / "collections"),
         ANSIBLE_ROLES_PATH=str(REPO / "roles"),
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_FORCE_COLOR="0",
@@ -177,8 +176,8 @@ def test_upgrade_switches_the_link_to_the_new_version(host):
 
 SWITCHER = r"""
 import subprocess, sys, time
-sys.path.insert(0, "/root")
-from aerie_chroot import switch_link
+sys.path.insert(0, "/root/aerie-collections")
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_chroot import switch_link
 reader = subprocess.Popen([sys.executable, "-c", '''
 import os, sys
 ok = fail = 0
@@ -203,8 +202,11 @@ print(reader.communicate()[0].strip())
 
 def test_200_switches_under_a_reader_lose_no_read(host):
     name = host.backend.name
+    # The node gets the collection's helpers under their collection names, as a module sees them.
+    utils = "/root/aerie-collections/ansible_collections/aerie/grid/plugins/module_utils"
+    host.check_output(f"mkdir -p {utils}")
     for util in ("aerie_chroot.py", "aerie_core.py"):
-        subprocess.run(["podman", "cp", str(REPO / "module_utils" / util), f"{name}:/root/{util}"], check=True)
+        subprocess.run(["podman", "cp", str(REPO / "module_utils" / util), f"{name}:{utils}/{util}"], check=True)
     host.check_output("rm -f /root/flip.stop")
     ok, fail, seen = host.check_output(f"python3 -c {shlex.quote(SWITCHER)}").split(" ", 2)
     assert int(fail) == 0

@@ -41,8 +41,8 @@ def wait_for(predicate, timeout=120, step=3):
 def playbook(*args, limit=None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.setdefault("ANSIBLE_CONFIG", str(Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "ansible.cfg"))
-    env.update(ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_LIBRARY=str(REPO / "library"),
-               ANSIBLE_MODULE_UTILS=str(REPO / "module_utils"))
+    env.update(ANSIBLE_ROLES_PATH=str(REPO / "roles"),
+               ANSIBLE_COLLECTIONS_PATH=str(REPO / "collections"))
     argv = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(SCENARIO / "converge.yml"), *args]
     if limit:
         argv += ["--limit", limit]

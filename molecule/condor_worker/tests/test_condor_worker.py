@@ -81,8 +81,8 @@ def playbook(host, *args) -> dict:
     """Run the scenario's converge (config tasks) against one instance; Ansible's JSON report."""
     env = dict(os.environ)
     env.setdefault("ANSIBLE_CONFIG", str(Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "ansible.cfg"))
-    env.update(ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_LIBRARY=str(REPO / "library"),
-               ANSIBLE_MODULE_UTILS=str(REPO / "module_utils"), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+    env.update(ANSIBLE_ROLES_PATH=str(REPO / "roles"),
+               ANSIBLE_COLLECTIONS_PATH=str(REPO / "collections"), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
                ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
     run = subprocess.run(
         ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "--limit", host.backend.get_hostname(),
