@@ -37,6 +37,28 @@ def test_service_runs_unprivileged_from_the_installed_release(host):
     assert host.run("/opt/aerie/venv/bin/ansible-playbook --version").stdout.startswith("ansible-playbook [core 2.19")
 
 
+def test_release_holds_the_collection_and_the_named_inventory_only(host):
+    release = "/opt/aerie/current"
+    files = set(json.loads(host.file(f"{release}/RELEASE.json").content_string)["files"])
+    assert "inventory/hosts.yml" in files and host.file(f"{release}/inventory/hosts.yml").exists
+    assert {"site.yml", "ansible.cfg", "scripts/drift-check", "library/aerie_release.py"} <= files
+    # Never the controller's inventories, secrets, tests or molecule itself.
+    for prefix in ("inventories/", "molecule/", "tests/", "bench/", ".git"):
+        assert not [f for f in files if f.startswith(prefix)], prefix
+        assert not host.file(f"{release}/{prefix.rstrip('/')}").exists, prefix
+    assert not [f for f in files if "vault" in f or f.endswith((".pem", ".key"))]
+    # The release finds itself as aerie.grid and reads back the controller's revision.
+    assert host.file(f"{release}/collections/ansible_collections/aerie/grid").linked_to == host.file(release).linked_to
+    revision = host.file(f"{release}/REVISION").content_string.strip()
+    res = host.run(f"/opt/aerie/venv/bin/python {release}/scripts/aerie-release revision")
+    assert res.rc == 0 and res.stdout.strip() == revision, res.stderr
+
+
+def test_service_checks_the_shipped_inventory(host):
+    unit = host.file("/etc/systemd/system/aerie-drift-check.service").content_string
+    assert "-i /opt/aerie/current/inventory " in unit
+
+
 @pytest.fixture
 def converged_node():
     original = NODE.file(FACT).content_string
