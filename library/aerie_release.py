@@ -46,9 +46,11 @@ options:
     default: []
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
-    details: In check mode the archive is not written.
+    details: In check mode the archive is not written; the revision and file list are computed as usual.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 author:
   - aerie

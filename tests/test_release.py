@@ -266,3 +266,19 @@ def test_role_pins_are_the_tested_ansible():
     spec = yaml.safe_load((REPO / "roles/drift_check/meta/argument_specs.yml").read_text())
     assert spec["argument_specs"]["main"]["options"]["drift_check_python_packages"]["default"] == [
         f"{k}=={v}" for k, v in pins.items()]
+
+
+def test_this_checkouts_release_reads_back_its_revision_on_its_own(tmp_path):
+    """The release of this checkout, unpacked elsewhere: its scripts/aerie-release (what drift-check
+    reports) finds aerie.grid through the release's own collections/ link and prints the shipped revision."""
+    release = build_release(str(REPO))
+    assert not [f for f in release.files if f.startswith(("inventories/", "molecule/", "tests/", ".cache/"))]
+    write_archive(release, str(tmp_path / "r.tar.gz"))
+    deployed = tmp_path / "deployed"
+    unpack(tmp_path / "r.tar.gz", deployed)
+    cli = [sys.executable, str(deployed / "scripts/aerie-release"), "revision"]
+    res = subprocess.run(cli, capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""})
+    assert (res.returncode, res.stdout.strip()) == (0, release.revision), res.stderr
+    (deployed / "site.yml").write_text("# edited on the management host\n")
+    res = subprocess.run(cli, capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""})
+    assert res.returncode == 1 and "modified site.yml" in res.stderr
