@@ -1,13 +1,9 @@
 # aerie: record a check-mode run as JSON lines for scripts/drift-check.
-# GNU General Public License v3.0+ is not required: this file is aerie's own.
+# SPDX-License-Identifier: Apache-2.0
+# ruff: noqa: E402 - ansible-test's validate-modules wants the imports below DOCUMENTATION.
 """Callback plugin writing one JSON object per event to $AERIE_DRIFT_EVENTS."""
 
 from __future__ import annotations
-
-import json
-import os
-
-from ansible.plugins.callback import CallbackBase
 
 DOCUMENTATION = """
 name: aerie_drift
@@ -24,6 +20,11 @@ requirements:
   - enable in callbacks_enabled (drift-check does so)
 options: {}
 """
+
+import json
+import os
+
+from ansible.plugins.callback import CallbackBase
 
 
 class CallbackModule(CallbackBase):

@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# SPDX-License-Identifier: Apache-2.0
 """Ansible module: a cgroup exists and its interface files hold given values."""
 
 from __future__ import annotations
@@ -26,11 +27,19 @@ options:
     type: dict
     default: {}
 notes:
-  - Supports check mode and diff mode.
   - Cgroups do not survive a reboot; recreate them at boot (for HTCondor,
     the cgroups role's drop-in does it before the daemon starts).
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: linux
 author:
-  - aerie
+  - aerie (@aerie)
 """
 
 EXAMPLES = r"""

@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# SPDX-License-Identifier: Apache-2.0
 """Ansible module: report the host's cgroup mode, controllers and mounts."""
 
 from __future__ import annotations
@@ -18,8 +19,19 @@ options:
         (C(memory.memsw.limit_in_bytes)). Defaults to the first mount of the
         memory hierarchy found in mountinfo.
     type: path
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reads only; reports the same in check mode.
+  diff_mode:
+    support: N/A
+    details: Changes nothing, so there is no diff.
+  platform:
+    platforms: linux
 author:
-  - aerie
+  - aerie (@aerie)
 """
 
 EXAMPLES = r"""

@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# SPDX-License-Identifier: Apache-2.0
 """Ansible module: a cgroup hierarchy mounted at a path, and kept across reboots."""
 
 from __future__ import annotations
@@ -68,10 +69,17 @@ options:
     description: Comment lines put at the top of the mount unit (for example C(ansible_managed | comment)).
     type: str
     default: ""
-notes:
-  - Supports check mode and diff mode.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: linux
 author:
-  - aerie
+  - aerie (@aerie)
 """
 
 EXAMPLES = r"""

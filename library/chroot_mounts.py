@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# SPDX-License-Identifier: Apache-2.0
 """Ansible module: bind mounts into every kept version of a named chroot tree."""
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ description:
   - Mount targets missing in a tree are created (directories, or empty files
     for file sources), resolving symbolic links with the tree as C(/).
 version_added: "0.1.0"
-author: aerie
-extends_documentation_fragment: [aerie.grid.aerie_chroot]
 options:
   mounts:
     description: Host paths to bind-mount, in mount order (parents before children, C(/dev) before C(/dev/pts)).
@@ -45,8 +44,19 @@ options:
     description: File holding the persistent entries.
     type: path
     default: /etc/fstab
-notes:
-  - Supports check mode and diff mode (the fstab block).
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - aerie.grid.aerie_chroot
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+    details: The managed block of O(fstab).
+  platform:
+    platforms: linux
+author:
+  - aerie (@aerie)
 """
 
 EXAMPLES = r"""

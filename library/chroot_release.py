@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# SPDX-License-Identifier: Apache-2.0
 """Ansible module: which version of a named chroot tree the stable path serves."""
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ description:
   - With O(rollback=true) and no O(version), switches to the previous version
     recorded in the fact file.
 version_added: "0.1.0"
-author: aerie
-extends_documentation_fragment: [aerie.grid.aerie_chroot]
 options:
   version:
     description: Version to serve. Required unless O(rollback=true).
@@ -43,8 +42,20 @@ options:
     description: Switches kept in the history of each name.
     type: int
     default: 20
-notes:
-  - Supports check mode (the smoke test still runs, it is read-only by contract) and diff mode.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - aerie.grid.aerie_chroot
+attributes:
+  check_mode:
+    support: full
+    details: The smoke test still runs; it is read-only by contract.
+  diff_mode:
+    support: full
+    details: The stable link's target.
+  platform:
+    platforms: linux
+author:
+  - aerie (@aerie)
 """
 
 EXAMPLES = r"""

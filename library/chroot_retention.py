@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# SPDX-License-Identifier: Apache-2.0
 """Ansible module: which versions of a named chroot tree are kept on disk."""
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ description:
     hidden C(.delete-) name and removes it.
   - Leftovers of an interrupted delete are removed too.
 version_added: "0.1.0"
-author: aerie
-extends_documentation_fragment: [aerie.grid.aerie_chroot]
 options:
   keep_count:
     description: Newest versions to keep besides the current and previous ones.
@@ -34,8 +33,20 @@ options:
     description: File holding the managed bind-mount entries.
     type: path
     default: /etc/fstab
-notes:
-  - Supports check mode (the busy check still runs) and diff mode.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - aerie.grid.aerie_chroot
+attributes:
+  check_mode:
+    support: full
+    details: The busy check still runs.
+  diff_mode:
+    support: full
+    details: The versions on disk before and after.
+  platform:
+    platforms: linux
+author:
+  - aerie (@aerie)
 """
 
 EXAMPLES = r"""

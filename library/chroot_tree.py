@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# SPDX-License-Identifier: Apache-2.0
 """Ansible module: one immutable, secured version of a named chroot tree."""
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ description:
     C(/etc/passwd)) is not copied. When no kept version qualifies (see
     RV(build_notes)), the version is built in full.
 version_added: "0.1.0"
-author: aerie
-extends_documentation_fragment: [aerie.grid.aerie_chroot]
 options:
   version:
     description: Version to build; the tree is C(ROOT/NAME-vVERSION). Letters, digits, C(.), C(_).
@@ -149,10 +148,22 @@ options:
     description: Give up on the bootstrapper after this long.
     type: int
     default: 3600
-notes:
-  - Supports check mode (nothing is built; RV(changed) says whether a build would run) and diff mode.
 requirements:
   - debootstrap, dnf and rpm, or tar on the managed node, for the bootstrapper in use.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - aerie.grid.aerie_chroot
+attributes:
+  check_mode:
+    support: full
+    details: Nothing is built; C(changed) says whether a build would run.
+  diff_mode:
+    support: full
+    details: The version's path and inputs.
+  platform:
+    platforms: linux
+author:
+  - aerie (@aerie)
 """
 
 EXAMPLES = r"""

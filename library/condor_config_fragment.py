@@ -1,16 +1,8 @@
 #!/usr/bin/python
+# SPDX-License-Identifier: Apache-2.0
 """Ansible module: one HTCondor config.d fragment, installed only if HTCondor's parser accepts the result."""
 
 from __future__ import annotations
-
-import os
-import shutil
-import sys
-import tempfile
-
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.aerie.grid.plugins.module_utils.aerie_condor import Rejected, ValidationError, validate
-from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import read_text, write_atomic
 
 DOCUMENTATION = r"""
 ---
@@ -63,19 +55,23 @@ options:
     type: list
     elements: str
     default: []
-extends_documentation_fragment:
-  - files
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-author:
-  - aerie
 notes:
   - O(mode) defaults to C(0644) for a new file (HTCondor's daemons read config as root, tools as any user).
   - A configuration error in a file this module does not manage also fails the task, because the
     daemons would refuse that configuration too.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.files
+attributes:
+  check_mode:
+    support: full
+    details: The candidate is validated as well (see above).
+  diff_mode:
+    support: full
+  platform:
+    platforms: linux
+author:
+  - aerie (@aerie)
 """
 
 EXAMPLES = r"""
@@ -112,6 +108,15 @@ params:
   type: dict
   sample: {"DAEMON_LIST": "MASTER STARTD", "MOUNT_UNDER_SCRATCH": "\"/tmp,/var/tmp\""}
 """
+
+import os
+import shutil
+import sys
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_condor import Rejected, ValidationError, validate
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import read_text, write_atomic
 
 
 def main():

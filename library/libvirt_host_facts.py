@@ -1,15 +1,8 @@
 #!/usr/bin/python
+# SPDX-License-Identifier: Apache-2.0
 """Ansible module: report a libvirt hypervisor's capabilities as facts."""
 
 from __future__ import annotations
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.aerie.grid.plugins.module_utils.aerie_libvirt import host_facts
-
-try:
-    import libvirt
-except ImportError:
-    libvirt = None
 
 DOCUMENTATION = r"""
 ---
@@ -25,7 +18,6 @@ description:
     read-write, which is what C(condor_vm-gahp) needs.
   - Read-only; never reports a change, so it runs unchanged in check mode.
 version_added: "0.1.0"
-author: aerie
 options:
   uri:
     description:
@@ -42,6 +34,22 @@ requirements:
 notes:
   - Fails when libvirt cannot be reached; probe with C(failed_when) or
     C(ignore_errors) when libvirtd may not be installed yet.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.facts
+attributes:
+  check_mode:
+    support: full
+    details: Reads only; reports the same in check mode.
+  diff_mode:
+    support: N/A
+    details: Changes nothing, so there is no diff.
+  facts:
+    support: full
+  platform:
+    platforms: linux
+author:
+  - aerie (@aerie)
 """
 
 EXAMPLES = r"""
@@ -153,6 +161,14 @@ ansible_facts:
           type: list
           elements: str
 """
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_libvirt import host_facts
+
+try:
+    import libvirt
+except ImportError:
+    libvirt = None
 
 
 def main() -> None:

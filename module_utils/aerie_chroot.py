@@ -268,7 +268,7 @@ def switch_link(link: str, target: str) -> str | None:
     if os.path.lexists(link) and previous is None:
         raise AerieError(f"{link} exists and is not a symbolic link: move it away first")
     directory = os.path.dirname(link) or "."
-    for _ in range(100):
+    for _attempt in range(100):
         tmp = os.path.join(directory, f".{os.path.basename(link)}.switch-{os.getpid()}-{os.urandom(4).hex()}")
         try:
             os.symlink(target, tmp)

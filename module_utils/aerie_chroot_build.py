@@ -207,13 +207,13 @@ class Tarball(Bootstrapper):
 
     @classmethod
     def check(cls, given: dict) -> dict:
-        algo, _, digest = (given.get("checksum") or "").partition(":")
+        algo, _sep, digest = (given.get("checksum") or "").partition(":")
         if algo not in ("sha256", "sha512") or not digest:
             raise AerieError("tarball needs checksum: 'sha256:HEX' (or 'sha512:HEX')")
         return dict(given)
 
     def bootstrap(self, tree: str) -> None:
-        algo, _, want = self.cfg["checksum"].partition(":")
+        algo, _sep, want = self.cfg["checksum"].partition(":")
         archive = tree + ".archive"
         src = self.cfg["src"]
         digest = hashlib.new(algo)
