@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# SPDX-License-Identifier: Apache-2.0
 """Ansible module: the release of the aerie collection (what the drift check ships), its revision and archive."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ description:
     C(*.key), C(*.p12), C(*.pfx), C(*.kdbx), C(id_rsa*), C(id_ed25519*) and the
     other SSH key names, C(.env), C(.env.*)). A C(collections/ansible_collections/NAMESPACE/NAME)
     link back to the release root is added so the release finds itself by FQCN.
-  - Runs where O(src) is, normally the controller (C(delegate_to: localhost)).
+  - "Runs where O(src) is, normally the controller (C(delegate_to: localhost))."
 version_added: "0.3.0"
 options:
   src:
@@ -53,7 +54,7 @@ attributes:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 author:
-  - aerie
+  - aerie (@aerie)
 notes:
   - The revision is the first 12 hex digits of a sha256 over every shipped path
     with its content hash and executable bit (or its link target); the same
