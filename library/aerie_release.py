@@ -45,14 +45,16 @@ options:
     type: list
     elements: str
     default: []
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
-    details: In check mode the archive is not written; the revision and file list are computed as usual.
+    details: The archive is not written; the revision and the file list are computed as usual.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
+  platform:
+    platforms: posix
 author:
   - aerie (@aerie)
 notes:
