@@ -22,6 +22,7 @@ from ansible_collections.aerie.grid.plugins.module_utils.aerie_release import (
     deployed_revision,
     write_archive,
 )
+from test_collection_metadata import built  # noqa: F401  (the real `ansible-galaxy collection build`, module-scoped)
 
 BIN = Path(sys.executable).parent
 
@@ -166,12 +167,10 @@ def test_neither_collection_nor_checkout_is_an_error(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory):
+def installed(request, tmp_path_factory):
+    """The collection as `ansible-galaxy collection build` makes it (test_collection_metadata's build), installed."""
+    tarball = request.getfixturevalue("built")
     work = tmp_path_factory.mktemp("installed")
-    res = subprocess.run([BIN / "ansible-galaxy", "collection", "build", "--output-path", work, REPO],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stdout + res.stderr
-    (tarball,) = work.glob("aerie-grid-*.tar.gz")
     # --force: this checkout (collections/ in its ansible.cfg) already counts as installed aerie.grid.
     res = subprocess.run([BIN / "ansible-galaxy", "collection", "install", "--offline", "--no-deps", "--force",
                           "-p", work / "collections", tarball], capture_output=True, text=True, cwd=work)
