@@ -87,3 +87,108 @@ def ssh_hosts(group: str = "all") -> list[str]:
     config = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY") or path.parent.parent) / "testinfra_ssh_config"
     config.write_text("".join(entries))
     return [f"ssh://{name}?ssh_config={config}" for name in names]
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def role_tags(*roles: str) -> list[str]:
+    """The step tags (``<role>_install``, ``<role>_config``, ``<role>_service``) the roles have, in order.
+
+    Read from each role's tasks/main.yml (the role skeleton, roles/README.md).
+    """
+    tags: list[str] = []
+    for role in roles:
+        for task in yaml.safe_load((REPO / "roles" / role / "tasks" / "main.yml").read_text()) or []:
+            for tag in task.get("tags") or []:
+                if tag.startswith(f"{role}_") and tag not in tags:
+                    tags.append(tag)
+    return tags
+
+
+def run_playbook(playbook: str | os.PathLike, *args: str, limit: str | None = None) -> dict:
+    """Run a playbook against the scenario's instances as molecule would; Ansible's JSON report.
+
+    The report gains ``_returncode`` and ``_stderr``.
+    """
+    import json
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env.setdefault("ANSIBLE_CONFIG", str(Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "ansible.cfg"))
+    env.update(ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_COLLECTIONS_PATH=str(REPO / "collections"),
+               ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+               ANSIBLE_NOCOLOR="1")
+    argv = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+            str(playbook), *args]
+    if limit:
+        argv += ["--limit", limit]
+    run = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    try:
+        report = json.loads(run.stdout[run.stdout.index("{"):])
+    except ValueError:
+        report = {"stats": {}, "plays": [], "_stdout": run.stdout}
+    report.update(_returncode=run.returncode, _stderr=run.stderr)
+    return report
+
+
+def _snapshot(host, files: list[str], watch: list[str]) -> dict[str, str]:
+    """Mode, owner and SHA-256 of every regular file under ``files`` (shell globs), and each watch command's output."""
+    # The paths go in unquoted: shell globs expand on the instance.
+    listing = host.run(
+        "for f in " + " ".join(files) + "; do [ -e \"$f\" ] && find \"$f\" -xdev -type f; done | sort -u"
+        " | while read -r f; do printf '%s %s ' \"$(stat -c '%a %U:%G' \"$f\")\" \"$f\"; sha256sum < \"$f\"; done"
+    )
+    state = {"files": listing.stdout}
+    for command in watch:
+        state[command] = host.run(command).stdout
+    return state
+
+
+def tags_alone(playbook: str | os.PathLike, tags: list[str], files: list[str], *, group: str = "all",
+               watch: list[str] = (), extra_args: list[str] = (), after_each=None) -> list[str]:
+    """Run ``playbook`` once per tag alone (``--tags T``) against the converged instances of ``group``.
+
+    Each run must report changed=0 and failed=0 on every host and leave
+    every file under ``files`` (paths or shell globs, on each instance)
+    byte-identical, with the same mode and owner, and the output of each
+    ``watch`` command (a daemon's PID and start time, say) unchanged.
+    ``after_each(tag)``, if given, runs after each tag's run (more checks).
+    Returns what went wrong, one line each; empty when every tag left the
+    instances alone.
+    """
+    import testinfra
+
+    names = [h.removeprefix("podman://") for h in hosts(group)]
+    instances = {name: testinfra.get_host(f"podman://{name}") for name in names}
+    before = {name: _snapshot(host, files, list(watch)) for name, host in instances.items()}
+    problems: list[str] = []
+    for tag in tags:
+        report = run_playbook(playbook, "--tags", tag, *extra_args)
+        stats = report.get("stats") or {}
+        if report["_returncode"] != 0 or not stats:
+            problems.append(f"--tags {tag}: ansible-playbook exited {report['_returncode']}: "
+                            f"{(report.get('_stdout') or '')[-1500:]}{report['_stderr'][-1500:]}")
+        for name in names:
+            host_stats = stats.get(name)
+            if host_stats is None:
+                problems.append(f"--tags {tag}: {name} is not in the play recap")
+                continue
+            if host_stats.get("changed") or host_stats.get("failures") or host_stats.get("unreachable"):
+                changed = [f"{task['task']['name']}" for play in report.get("plays", []) for task in play["tasks"]
+                           if (task["hosts"].get(name) or {}).get("changed")
+                           or (task["hosts"].get(name) or {}).get("failed")]
+                problems.append(f"--tags {tag}: {name} changed={host_stats.get('changed')} "
+                                f"failed={host_stats.get('failures')} unreachable={host_stats.get('unreachable')}"
+                                f" ({'; '.join(changed)})")
+        for name, host in instances.items():
+            after = _snapshot(host, files, list(watch))
+            for key, value in after.items():
+                if value != before[name][key]:
+                    problems.append(f"--tags {tag}: {name}: {'rendered files' if key == 'files' else key} changed:"
+                                    f"\n  before: {before[name][key]!r}\n  after:  {value!r}")
+            before[name] = after
+        if after_each:
+            after_each(tag)
+    return problems

@@ -1,0 +1,28 @@
+"""Each tag of the pool's roles alone changes nothing on the converged pool (issue 13).
+
+htcondor, condor_central_manager and condor_worker, one tag per run: no
+change, no failure, every configuration file byte-identical, and HTCondor
+not restarted on any host (the master keeps its PID and start time). A full
+converge first returns the pool to the converged state the earlier tests
+may have left.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aerie_testinfra
+
+SCENARIO = Path(__file__).resolve().parent.parent
+FILES = ["/etc/condor/condor_config", "/etc/condor/config.d", "/etc/condor/tokens.d", "/etc/condor/passwords.d",
+         "/etc/apt/sources.list.d"]
+MASTER = "systemctl show -p MainPID -p ExecMainStartTimestampMonotonic condor"
+
+
+def test_each_tag_alone_changes_nothing_and_restarts_no_daemon():
+    converge = aerie_testinfra.run_playbook(SCENARIO / "converge.yml")
+    assert converge["_returncode"] == 0, converge["_stderr"][-3000:]
+    tags = aerie_testinfra.role_tags("htcondor", "condor_central_manager", "condor_worker")
+    assert {"htcondor_install", "htcondor_config", "condor_worker_config", "condor_worker_service"} <= set(tags)
+    problems = aerie_testinfra.tags_alone(SCENARIO / "converge.yml", tags, FILES, watch=[MASTER])
+    assert not problems, "\n".join(problems)
