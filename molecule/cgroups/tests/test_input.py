@@ -96,7 +96,7 @@ def test_a_path_carrying_another_filesystem_is_refused_and_kept(host, tmp_path):
 
 def test_fstab_persistence_is_valid_and_idempotent(host):
     """The module's other persistence: one valid fstab line, one mount, a second run changes nothing."""
-    args = ["worker_nodes", "-m", "cgroup_mount", "-a", "path=/cgroup/pids controllers=pids persist=fstab"]
+    args = ["worker_nodes", "-m", "aerie.grid.cgroup_mount", "-a", "path=/cgroup/pids controllers=pids persist=fstab"]
     host.check_output("cp -p /etc/fstab /etc/fstab.aerie-verify")
     try:
         first = ansible("ansible", *args)
