@@ -51,8 +51,10 @@ def converge(*extra):
 
 
 def module_argv(host, module, args):
+    """ansible running one of aerie's modules (by its FQCN) against HOST."""
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    return [str(BIN / "ansible"), "-i", inventory, host.backend.name, "-m", module, "-a", json.dumps(args)]
+    return [str(BIN / "ansible"), "-i", inventory, host.backend.name, "-m", f"aerie.grid.{module}",
+            "-a", json.dumps(args)]
 
 
 def fact(host):
@@ -268,7 +270,7 @@ def test_a_build_killed_midway_keeps_current_serving_and_the_next_run_completes(
             "tarball": {"src": "http://127.0.0.1:8099/el.tar.gz", "checksum": checksum}}  # fmt: skip
     try:
         time.sleep(1)
-        build = subprocess.Popen(module_argv(host, "aerie.grid.chroot_tree", args), env=ansible_env(), stdout=subprocess.PIPE,
+        build = subprocess.Popen(module_argv(host, "chroot_tree", args), env=ansible_env(), stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)  # fmt: skip
         for _ in range(240):
             if host.file("/srv/tarballs/.stalled").exists:
@@ -290,7 +292,7 @@ def test_a_build_killed_midway_keeps_current_serving_and_the_next_run_completes(
         assert not host.file("/chroot/el-v5").exists
         assert host.check_output("ls -A /chroot | grep -c '^.el-v5.build-' || true") != "0"
 
-        rerun = subprocess.run(module_argv(host, "aerie.grid.chroot_tree", args), env=ansible_env(), capture_output=True,
+        rerun = subprocess.run(module_argv(host, "chroot_tree", args), env=ansible_env(), capture_output=True,
                                text=True, timeout=300)  # fmt: skip
         assert rerun.returncode == 0, rerun.stdout[-3000:]
         assert "cleaned:" in rerun.stdout and ".el-v5.build-" in rerun.stdout
@@ -388,7 +390,7 @@ def test_the_next_build_clears_what_a_crashed_incremental_build_left(host):
     repo = {"name": "aerie-local", "baseurl": "file:///srv/aerie-repo", "gpgkey": "file:///srv/aerie-repo/RPM-GPG-KEY-aerie"}
     args = {"name": "el", "version": "8", "bootstrapper": "dnf", "setuid_allow": ["/usr/bin/legacy-su"],
             "dnf": {"releasever": "5", "repos": [repo], "packages": ["aerie-legacy-base-2.0"]}}  # fmt: skip
-    run = subprocess.run(module_argv(host, "aerie.grid.chroot_tree", args), env=ansible_env(), capture_output=True, text=True,
+    run = subprocess.run(module_argv(host, "chroot_tree", args), env=ansible_env(), capture_output=True, text=True,
                          timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:]
     assert "/chroot/.el-v7.clone-crash" in run.stdout and "/chroot/.el-v7.build-crash" in run.stdout
@@ -401,7 +403,7 @@ def test_the_next_build_clears_what_a_crashed_incremental_build_left(host):
 def test_a_module_killed_mid_debootstrap_takes_debootstrap_along_and_frees_the_lock(host):
     args = {"name": "deb11", "version": "9", "bootstrapper": "debootstrap", "build_mode": "full",
             "debootstrap": {"suite": "bullseye"}}  # fmt: skip
-    build = subprocess.Popen(module_argv(host, "aerie.grid.chroot_tree", args), env=ansible_env(), stdout=subprocess.PIPE,
+    build = subprocess.Popen(module_argv(host, "chroot_tree", args), env=ansible_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
         for _ in range(240):
