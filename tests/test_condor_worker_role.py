@@ -33,6 +33,7 @@ FRAGMENTS = [
     "30-aerie-chroots.conf",
     "40-aerie-job-environment.conf",
     "50-aerie-hold-policy.conf",
+    "80-aerie-node-health.conf",
     "90-aerie-extra.conf",
 ]
 
@@ -161,6 +162,23 @@ def test_a_broken_extra_knob_is_the_parsers_business(tmp_path):
 
 # --- Node-local hold policy (startd: MY is the slot, TARGET the job) ---------
 
+def test_the_health_gate_closes_start_only_while_the_probe_says_unhealthy(tmp_path):
+    p = load(tmp_path, ["START", "STARTD_CRON_JOBLIST", "STARTD_CRON_AERIEHEALTH_ARGS",
+                        "STARTD_CRON_AERIEHEALTH_PERIOD"])
+    assert p["STARTD_CRON_JOBLIST"].split() == ["AERIEHEALTH"]
+    assert p["STARTD_CRON_AERIEHEALTH_ARGS"] == "/etc/condor/aerie-node-health.json /var/lib/condor/execute"
+    assert p["STARTD_CRON_AERIEHEALTH_PERIOD"] == "60s"
+    assert evaluate(p["START"], {}) is True  # before the first probe run
+    assert evaluate(p["START"], {"NodeHealthy": True}) is True
+    assert evaluate(p["START"], {"NodeHealthy": False}) is False
+
+
+def test_the_health_gate_can_be_switched_off(tmp_path):
+    p = load(tmp_path, ["START", "STARTD_CRON_JOBLIST"], condor_worker_health_enabled=False)
+    assert p["STARTD_CRON_JOBLIST"] is None
+    assert evaluate(p["START"], {"NodeHealthy": False}) is True
+
+
 POLICY = ["PREEMPT", "WANT_HOLD", "WANT_HOLD_REASON", "WANT_HOLD_SUBCODE", "WANT_SUSPEND", "MAXJOBRETIREMENTTIME"]
 
 
@@ -234,7 +252,8 @@ def test_disabled_policy_keeps_htcondors_defaults(tmp_path):
              condor_worker_hold_runtime_enabled=False)
     assert p["PREEMPT"] == "False"
     assert p["WANT_HOLD"] is None
-    assert p["MAXJOBRETIREMENTTIME"] == "0"
+    # The role's own retirement (an hour by default), not a hold rule's.
+    assert p["MAXJOBRETIREMENTTIME"] == "3600"
 
 
 # --- Schedd-side policy: the site's proven example -----------------------------

@@ -18,7 +18,8 @@ REPO = SCENARIO.parent.parent
 WORKERS = [h.removeprefix("podman://") for h in aerie_testinfra.hosts("worker_nodes")]
 TOKEN = "/etc/condor/tokens.d/aerie-pool"
 FRAGMENTS = ["05-aerie-pool.conf", "10-aerie-execute.conf", "20-aerie-cgroups.conf", "30-aerie-chroots.conf",
-             "40-aerie-job-environment.conf", "50-aerie-hold-policy.conf", "90-aerie-extra.conf"]
+             "40-aerie-job-environment.conf", "50-aerie-hold-policy.conf", "80-aerie-node-health.conf",
+             "90-aerie-extra.conf"]
 
 
 def node(name):

@@ -22,6 +22,7 @@ FRAGMENTS = [
     "30-aerie-chroots.conf",
     "40-aerie-job-environment.conf",
     "50-aerie-hold-policy.conf",
+    "80-aerie-node-health.conf",
     "90-aerie-extra.conf",
 ]
 # What the node's daemons would read, text as in the config (no typed conversion).

@@ -1,0 +1,122 @@
+"""Changing a running site without killing its jobs (issue 16).
+
+A knob a reconfig applies leaves a running job alone; a slot-layout change
+drains the node, lets the job finish, restarts and advertises the new
+layout; a rolling change that fails on the first batch never touches the
+second. What is asserted is what HTCondor says: the job's own history
+(ExitCode, NumJobStarts) and the slot ads in the collector.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import time
+
+import aerie_testinfra
+from test_pool import WORKERS, node, playbook, wait_for
+
+testinfra_hosts = aerie_testinfra.hosts("access_points")
+
+HOME = "/home/alice/change"
+
+
+def machine(worker: str) -> str:
+    """The Machine attribute of WORKER's slots (its FULL_HOSTNAME)."""
+    return node(worker).check_output("condor_config_val FULL_HOSTNAME")
+
+
+def submit(host, name: str, script: str, worker: str) -> str:
+    """Submit SCRIPT as alice to run on WORKER; return the cluster id."""
+    d = f"{HOME}/{name}"
+    sub = ("executable = job.sh\noutput = job.out\nerror = job.err\nlog = job.log\nrequest_memory = 64\n"
+           f'requirements = (TARGET.Machine == "{machine(worker)}")\nqueue\n')
+    out = host.check_output(
+        "su - alice -c %s",
+        f"rm -rf {d} && mkdir -p {d} && cd {d} && printf %s {shlex.quote(script)} > job.sh && chmod +x job.sh && "
+        f"printf %s {shlex.quote(sub)} > job.sub && condor_submit job.sub")
+    return re.search(r"submitted to cluster (\d+)", out).group(1)
+
+
+def job(host, cluster: str, *attrs: str) -> list[str] | None:
+    """The job's attributes from the queue, or from the history once it left."""
+    for tool in ("condor_q", "condor_history"):
+        out = host.check_output(f"{tool} {cluster} -af {' '.join(attrs)}").strip()
+        if out:
+            return out.split()
+    return None
+
+
+def slot_cpus(host, worker: str) -> int:
+    out = host.check_output(f'condor_status -const \'Machine == "{machine(worker)}"\' -af TotalSlotCpus').split()
+    return int(out[0]) if len(out) == 1 else -1
+
+
+def test_a_reconfig_change_leaves_the_job_running_and_a_layout_change_drains_first(host):
+    worker = WORKERS[0]
+    cluster = submit(host, "survivor", "#!/bin/sh\nsleep 120\necho survived\n", worker)
+    assert wait_for(lambda: job(host, cluster, "JobStatus") == ["2"], timeout=150), "the job never started"
+    started = time.monotonic()
+    try:
+        # A hold-policy knob (50-aerie-hold-policy.conf): condor_reconfig only. The longer
+        # runtime cap also lets the 120 s job outlive the scenario's 90 s one.
+        policy = {"condor_worker_hold_runtime_cap_seconds": 600}
+        run = playbook("-e", json.dumps(policy), limit=worker)
+        assert run.returncode == 0, run.stdout[-3000:]
+        assert "RUNNING HANDLER [htcondor : Reconfigure HTCondor]" in run.stdout
+        assert "Restart HTCondor" not in run.stdout
+        assert job(host, cluster, "JobStatus", "NumJobStarts") == ["2", "1"]
+        assert time.monotonic() - started < 100, "the reconfig run took so long the job may have ended"
+
+        # Half the node's CPUs for the partitionable slot (10-aerie-execute.conf): a restart,
+        # so the node drains first and the run waits for the job.
+        run = playbook("-e", json.dumps(policy | {"condor_worker_slot_share_percent": 50}), limit=worker)
+        assert run.returncode == 0, run.stdout[-3000:]
+        assert "Ask the startd to drain, running jobs = 1" in run.stdout
+        assert "the restart vacates them" not in run.stdout
+        status = job(host, cluster, "JobStatus", "ExitCode", "NumJobStarts")
+        assert status == ["4", "0", "1"], status  # finished, once, not vacated
+        assert host.check_output(f"cat {HOME}/survivor/job.out") == "survived"
+        assert wait_for(lambda: slot_cpus(host, worker) == 4, timeout=60), "the new layout is not advertised"
+    finally:
+        host.run(f"condor_rm {cluster}")
+        # Back to the scenario's declared state; with no job running the restart is immediate.
+        run = playbook(limit=worker)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "Ask the startd to drain" not in run.stdout
+    assert wait_for(lambda: slot_cpus(host, worker) == 8, timeout=60)
+
+
+def test_a_drain_that_outlasts_its_timeout_vacates_the_job_which_runs_again(host):
+    worker = WORKERS[1]
+    cluster = submit(host, "vacated", "#!/bin/sh\nsleep 80\n", worker)
+    assert wait_for(lambda: job(host, cluster, "JobStatus") == ["2"], timeout=150), "the job never started"
+    try:
+        change = {"condor_worker_slot_share_percent": 50, "htcondor_drain_timeout_seconds": 10}
+        run = playbook("-e", json.dumps(change), limit=worker)
+        assert run.returncode == 0, run.stdout[-3000:]
+        assert "the restart vacates them" in " ".join(run.stdout.split())
+        # Vacated, not failed or held: back in the queue, and it starts again.
+        assert wait_for(lambda: int((job(host, cluster, "NumJobStarts") or ["0"])[0]) >= 2, timeout=180)
+    finally:
+        host.run(f"condor_rm {cluster}")
+        run = playbook(limit=worker)
+    assert run.returncode == 0, run.stdout[-3000:]
+
+
+def test_a_rolling_change_that_fails_on_the_first_batch_never_touches_the_second(host):
+    extra = "/etc/condor/config.d/90-aerie-extra.conf"
+    before = {w: node(w).file(extra).content_string for w in WORKERS}
+    # The same new knob for every worker, one that HTCondor's parser rejects on
+    # the first (a template, so that only the value differs per host).
+    knobs = {"SITE_NAME": "molecule", "STARTER_UPDATE_INTERVAL": 5, "NUM_CPUS": 8, "UPDATE_INTERVAL": 10,
+             "use POLICY": f"{{{{ 'NO_SUCH_POLICY' if inventory_hostname == '{WORKERS[0]}' else 'ALWAYS_RUN_JOBS' }}}}"}
+    run = playbook("-e", json.dumps({"condor_worker_extra_knobs": knobs}), "-e", "aerie_worker_batch=1")
+    assert run.returncode != 0
+    assert "does not recognise NO_SUCH_POLICY" in " ".join((run.stdout + run.stderr).split())
+    # The play stopped after the first batch: the second worker ran no task of it.
+    worker_play = run.stdout.split("PLAY [Converge the execute nodes]")
+    assert len(worker_play) == 2, "the worker play ran more than one batch"
+    assert f"[{WORKERS[1]}]" not in worker_play[1].split("PLAY RECAP")[0]
+    assert {w: node(w).file(extra).content_string for w in WORKERS} == before
