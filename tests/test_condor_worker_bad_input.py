@@ -39,6 +39,13 @@ CASES = {
     # The central manager has no default: a run without one names it.
     "no_central_manager": ({"htcondor_central_manager": None}, "htcondor_central_manager"),
     "central_manager_with_space": ({"htcondor_central_manager": "cm example"}, "htcondor_central_manager"),
+    # A second word would install another package at the pin.
+    "package_version_with_space": ({"htcondor_package_version": "25.0.13-1 condor-debug"},
+                                   "htcondor_package_version"),
+    # A graceful drain would evict at once (vacate time 600 s by default).
+    "retirement_below_vacate_time": ({"condor_worker_max_job_retirement_seconds": 600},
+                                     "condor_worker_max_job_retirement_seconds (600) must be 0 or more than"),
+    "package_version_not_a_version": ({"htcondor_package_version": "latest"}, "htcondor_package_version"),
 }
 # Every case but the one without it names a central manager (the htcondor role requires one).
 POOL = {"htcondor_central_manager": "cm.example.org", "htcondor_token_issuer": ""}

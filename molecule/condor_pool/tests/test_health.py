@@ -55,8 +55,10 @@ def test_a_full_scratch_closes_the_node_to_new_jobs_and_freeing_it_reopens_the_n
         # The drift check (site.yml in check mode) fails the node, naming the problem.
         run = playbook("--check", limit=worker)
         assert run.returncode != 0
-        assert f"{worker} refuses new jobs" in " ".join(run.stdout.split())
-        assert "below 100 MB" in run.stdout
+        # Ansible prints a failed assert's message on stderr.
+        said = " ".join((run.stdout + run.stderr).split())
+        assert f"{worker} refuses new jobs" in said
+        assert "below 100 MB" in said
 
         w.check_output(f"rm -f {execute}/aerie-fill")
         assert wait_for(lambda: (health(host, worker) or ("",))[0] == "true", timeout=60), health(host, worker)
