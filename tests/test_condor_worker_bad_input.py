@@ -21,6 +21,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 CASES = {
     "fine": {},
+    # The same trees on 25.5 where an Apptainer binary exists pass.
+    "fine_chroots_on_25_5_with_apptainer": ({"htcondor_version": "25.5", "chroot_named_chroots": {"SL5": "/chroot/sl5"},
+                                             "condor_worker_apptainer_path": "/bin/sh"}, None),
     "bool_not_bool": ({"condor_worker_partitionable_slot": "maybe"}, "condor_worker_partitionable_slot"),
     "list_not_list": ({"condor_worker_mount_under_scratch": {"a": 1}}, "condor_worker_mount_under_scratch"),
     "int_not_int": ({"condor_worker_hold_disk_cap_kb": "lots"}, "condor_worker_hold_disk_cap_kb"),
@@ -45,6 +48,10 @@ CASES = {
     # A graceful drain would evict at once (vacate time 600 s by default).
     "retirement_below_vacate_time": ({"condor_worker_max_job_retirement_seconds": 600},
                                      "condor_worker_max_job_retirement_seconds (600) must be 0 or more than"),
+    # HTCondor 25.5 has no NAMED_CHROOT: chroot names need Apptainer there.
+    "chroots_on_25_5_without_apptainer": ({"htcondor_version": "25.5", "chroot_named_chroots": {"SL5": "/chroot/sl5"},
+                                           "condor_worker_apptainer_path": "/nonexistent/apptainer"},
+                                          "no NAMED_CHROOT (gone in 25.5) and runs such trees only through Apptainer"),
     "package_version_not_a_version": ({"htcondor_package_version": "latest"}, "htcondor_package_version"),
 }
 # Every case but the one without it names a central manager (the htcondor role requires one).
@@ -82,13 +89,17 @@ def outcomes(tmp_path_factory):
     return report["stats"], failures
 
 
-def test_valid_input_passes_validation(outcomes):
+FINE = [c for c in CASES if c.startswith("fine")]
+
+
+@pytest.mark.parametrize("case", FINE)
+def test_valid_input_passes_validation(outcomes, case):
     stats, failures = outcomes
-    assert "fine" not in failures
-    assert stats["fine"]["failures"] == 0 and stats["fine"]["changed"] == 0
+    assert case not in failures, failures.get(case)
+    assert stats[case]["failures"] == 0 and stats[case]["changed"] == 0
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c != "fine"])
+@pytest.mark.parametrize("case", [c for c in CASES if c not in FINE])
 def test_bad_input_fails_naming_the_variable(outcomes, case):
     stats, failures = outcomes
     assert case in failures, f"{case} was accepted"

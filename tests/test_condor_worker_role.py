@@ -147,6 +147,19 @@ def test_htcondor_25_5_gets_apptainer_instead_of_named_chroot(tmp_path):
     assert evaluate(params["SINGULARITY_JOB"], slot, {}) is False
 
 
+def test_a_job_asking_for_a_tree_the_node_lacks_never_starts(tmp_path):
+    # The wheel's classad2 lacks stringListMember (the daemons register it),
+    # so this checks what the slot will hold; condor_pool's
+    # test_a_job_asking_for_an_unknown_tree_never_starts runs it for real.
+    params = load(tmp_path, ["START", "AERIE_CHROOT_NAMES", "STARTD_ATTRS"],
+                  chroot_named_chroots={"SL5": "/chroot/sl5", "EL7": "/chroot/el7"})
+    assert evaluate(params["AERIE_CHROOT_NAMES"], {}) == "EL7,SL5"
+    assert "AERIE_CHROOT_NAMES" in params["STARTD_ATTRS"].split()
+    guard = "(isUndefined(TARGET.RequestedChroot) || stringListMember(TARGET.RequestedChroot, AERIE_CHROOT_NAMES))"
+    assert guard in params["START"]
+    assert evaluate(load(tmp_path, ["AERIE_CHROOT_NAMES"])["AERIE_CHROOT_NAMES"], {}) == ""
+
+
 def test_extra_knobs_come_last_and_use_lines_work(tmp_path):
     params = load(tmp_path, ["MOUNT_UNDER_SCRATCH", "PREEMPT", "SITE_NAME"],
                   condor_worker_extra_knobs={"MOUNT_UNDER_SCRATCH": '"/tmp"', "SITE_NAME": "lab",

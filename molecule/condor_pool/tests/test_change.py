@@ -98,6 +98,9 @@ def test_a_drain_that_outlasts_its_timeout_vacates_the_job_which_runs_again(host
         assert run.returncode == 0, run.stdout[-3000:]
         assert "the restart vacates them" in " ".join(run.stdout.split())
         # Vacated, not failed or held: back in the queue, and it starts again.
+        # (The schedd tells the negotiator about newly idle jobs every
+        # SCHEDD_INTERVAL, 5 min by default; condor_reschedule asks now.)
+        host.check_output("condor_reschedule")
         assert wait_for(lambda: int((job(host, cluster, "NumJobStarts") or ["0"])[0]) >= 2, timeout=180)
     finally:
         host.run(f"condor_rm {cluster}")

@@ -34,7 +34,11 @@ JOBS = {
     # Two concurrent jobs write the same /tmp/x; MOUNT_UNDER_SCRATCH keeps them apart.
     "scratch_a": ("#!/bin/sh\necho a > /tmp/x\nsleep 15\ncat /tmp/x\n", "request_memory = 64"),
     "scratch_b": ("#!/bin/sh\necho b > /tmp/x\nsleep 15\ncat /tmp/x\n", "request_memory = 64"),
+    # Asks for a chroot tree no worker has: it must never start (on the host's userland or at all).
+    "unknown_tree": ("#!/bin/sh\ncat /etc/os-release\n", 'request_memory = 64\n+RequestedChroot = "NO_SUCH_TREE"'),
 }
+# Jobs that are meant never to start: the fixture does not wait for them.
+NEVER_START = {"unknown_tree"}
 
 
 def as_alice(host, command: str) -> str:
@@ -74,7 +78,7 @@ def jobs(host):
         as_alice(host, f"rm -rf {d} && mkdir -p {d} && cd {d} && printf %s {quote(script)} > job.sh && "
                        f"chmod +x job.sh && printf %s {quote(sub)} > job.sub && condor_submit job.sub")
     deadline = time.monotonic() + 300
-    pending = set(JOBS)
+    pending = set(JOBS) - NEVER_START
     while pending and time.monotonic() < deadline:
         for name in list(pending):
             events = {code for code, _, _ in log_events(host, name)} if host.file(f"{HOME}/{name}/job.log").exists \
@@ -156,3 +160,15 @@ def test_scratch_directories_are_private_per_job(host, jobs):
         spans[name] = (next(t for c, t, _ in events if c == "001"), next(t for c, t, _ in events if c == "005"))
     (a_start, a_end), (b_start, b_end) = spans["scratch_a"], spans["scratch_b"]
     assert a_start < b_end and b_start < a_end, spans
+
+
+def test_a_job_asking_for_a_tree_no_node_has_never_starts(host, jobs):
+    # By now every other job ran to its hold or end (several negotiation
+    # cycles): this one was never matched, so it never ran anywhere.
+    status = host.check_output("condor_q -af JobStatus NumJobStarts -const %s", 'RequestedChroot == "NO_SUCH_TREE"')
+    assert status == "1 0"
+    assert not any(code == "001" for code, _, _ in log_events(host, "unknown_tree"))
+    # The slots say which trees they have (none in this scenario).
+    assert set(host.check_output("condor_status -af AERIE_CHROOT_NAMES").split("\n")) == {""}
+    host.run("condor_rm -const %s", 'RequestedChroot == "NO_SUCH_TREE"')
+
