@@ -123,3 +123,25 @@ def test_a_rolling_change_that_fails_on_the_first_batch_never_touches_the_second
     assert len(worker_play) == 2, "the worker play ran more than one batch"
     assert f"[{WORKERS[1]}]" not in worker_play[1].split("PLAY RECAP")[0]
     assert {w: node(w).file(extra).content_string for w in WORKERS} == before
+
+
+def test_a_run_that_fails_after_a_change_still_applies_it(host):
+    # The new slot layout (a restart) is accepted, then a knob HTCondor
+    # rejects fails the host in the same run. The restart the layout change
+    # notified still happens (force_handlers): otherwise the next run would
+    # find the file in place, notify nothing, and the startd would keep the
+    # old layout for good.
+    worker = WORKERS[0]
+    change = {"condor_worker_slot_share_percent": 50,
+              "condor_worker_extra_knobs": {"SITE_NAME": "molecule", "STARTER_UPDATE_INTERVAL": 5, "NUM_CPUS": 8,
+                                            "UPDATE_INTERVAL": 10, "use POLICY": "NO_SUCH_POLICY"}}
+    try:
+        run = playbook("-e", json.dumps(change), limit=worker)
+        assert run.returncode != 0
+        assert "does not recognise NO_SUCH_POLICY" in " ".join((run.stdout + run.stderr).split())
+        assert "RUNNING HANDLER [htcondor : Restart HTCondor" in run.stdout
+        assert wait_for(lambda: slot_cpus(host, worker) == 4, timeout=60), "the new layout is not in force"
+    finally:
+        run = playbook(limit=worker)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert wait_for(lambda: slot_cpus(host, worker) == 8, timeout=60)
