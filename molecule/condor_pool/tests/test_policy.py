@@ -36,8 +36,6 @@ JOBS = {
     # Two concurrent jobs write the same /tmp/x; MOUNT_UNDER_SCRATCH keeps them apart.
     "scratch_a": ("#!/bin/sh\necho a > /tmp/x\nsleep 15\ncat /tmp/x\n", "request_memory = 64"),
     "scratch_b": ("#!/bin/sh\necho b > /tmp/x\nsleep 15\ncat /tmp/x\n", "request_memory = 64"),
-    # Reports the cgroups the job runs in, as the kernel sees them.
-    "cgroup": ("#!/bin/sh\ncat /proc/self/cgroup\n", "request_memory = 64"),
     # Asks for a chroot tree no worker has: it must never start (on the host's userland or at all).
     "unknown_tree": ("#!/bin/sh\ncat /etc/os-release\n", 'request_memory = 64\n+RequestedChroot = "NO_SUCH_TREE"'),
 }
@@ -175,15 +173,6 @@ def test_a_job_asking_for_a_tree_no_node_has_never_starts(host, jobs):
     # The slots say which trees they have (none in this scenario).
     assert set(host.check_output("condor_status -af AERIE_CHROOT_NAMES").split("\n")) == {""}
     host.run("condor_rm -const %s", 'RequestedChroot == "NO_SUCH_TREE"')
-
-
-def test_each_job_runs_in_its_own_cgroup_under_htcondors_base(host, jobs):
-    # HTCondor's default BASE_CGROUP (this scenario has no cgroups role): one
-    # cgroup per slot, named after its scratch directory, under htcondor/.
-    lines = host.file(f"{HOME}/cgroup/job.out").content_string.splitlines()
-    memory = [line.split(":", 2)[2] for line in lines if line.split(":")[1] in ("memory", "")]
-    assert memory, lines
-    assert all(re.search(r"/htcondor/condor_\S*slot1_\d+", path) for path in memory), lines
 
 
 def test_a_suspended_job_is_frozen_and_thaws_on_continue(host):
