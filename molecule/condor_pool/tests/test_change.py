@@ -145,3 +145,21 @@ def test_a_run_that_fails_after_a_change_still_applies_it(host):
         run = playbook(limit=worker)
     assert run.returncode == 0, run.stdout[-3000:]
     assert wait_for(lambda: slot_cpus(host, worker) == 8, timeout=60)
+
+
+def test_a_drain_that_a_dead_run_left_is_finished_by_the_next_run(host):
+    # A run drained the node, then died before the restart (the marker drain.yml
+    # writes is still there). The startd stays drained until its daemons
+    # restart, so the next run restarts it even though nothing else changed.
+    worker = WORKERS[1]
+    w = node(worker)
+    w.check_output('condor_drain -graceful -reason "a run that died" "$(head -n 1 '
+                   '"$(condor_config_val STARTD_ADDRESS_FILE)")"')
+    w.check_output("echo 'a run that died' > /var/lib/condor/aerie-drained")
+    state = f'condor_status -const \'Machine == "{machine(worker)}"\' -af State'
+    assert wait_for(lambda: host.check_output(state) == "Drained", timeout=60), host.check_output(state)
+    run = playbook(limit=worker)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert re.search(r"Finish the restart an earlier run left after draining the node\][^\n]*\nchanged:", run.stdout)
+    assert not w.file("/var/lib/condor/aerie-drained").exists
+    assert wait_for(lambda: host.check_output(state) == "Unclaimed", timeout=60), host.check_output(state)
