@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
-import time
 
+import aerie_jobs
 import aerie_testinfra
-from test_pool import WORKERS, node, playbook, wait_for
+from aerie_jobs import job, wait_for
+from test_pool import WORKERS, finish, node, playbook, start_playbook
 
 testinfra_hosts = aerie_testinfra.hosts("access_points")
 
@@ -24,28 +24,37 @@ HOME = "/home/alice/change"
 
 def machine(worker: str) -> str:
     """The Machine attribute of WORKER's slots (its FULL_HOSTNAME)."""
-    return node(worker).check_output("condor_config_val FULL_HOSTNAME")
+    return aerie_jobs.machine(node(worker))
 
 
 def submit(host, name: str, script: str, worker: str) -> str:
     """Submit SCRIPT as alice to run on WORKER; return the cluster id."""
-    d = f"{HOME}/{name}"
-    sub = ("executable = job.sh\noutput = job.out\nerror = job.err\nlog = job.log\nrequest_memory = 64\n"
-           f'requirements = (TARGET.Machine == "{machine(worker)}")\nqueue\n')
-    out = host.check_output(
-        "su - alice -c %s",
-        f"rm -rf {d} && mkdir -p {d} && cd {d} && printf %s {shlex.quote(script)} > job.sh && chmod +x job.sh && "
-        f"printf %s {shlex.quote(sub)} > job.sub && condor_submit job.sub")
-    return re.search(r"submitted to cluster (\d+)", out).group(1)
+    return aerie_jobs.submit(host, f"{HOME}/{name}", script, node(worker))
 
 
-def job(host, cluster: str, *attrs: str) -> list[str] | None:
-    """The job's attributes from the queue, or from the history once it left."""
-    for tool in ("condor_q", "condor_history"):
-        out = host.check_output(f"{tool} {cluster} -af {' '.join(attrs)}").strip()
-        if out:
-            return out.split()
-    return None
+RELEASE_DIR = "/srv/aerie-release"
+
+
+def until_released(worker: str, name: str, then: str = "") -> str:
+    """A job script that runs until the test releases it (release()), then runs THEN.
+
+    A job of fixed length could end before a slow run reaches its drain,
+    and the drain would then have nothing to wait for."""
+    node(worker).check_output(f"rm -f {RELEASE_DIR}/{name} && mkdir -p -m 0755 {RELEASE_DIR}")
+    return f"#!/bin/sh\nwhile [ ! -e {RELEASE_DIR}/{name} ]; do sleep 1; done\n{then}\n"
+
+
+def release(worker: str, name: str) -> None:
+    node(worker).run(f"mkdir -p {RELEASE_DIR} && touch {RELEASE_DIR}/{name}")
+
+
+def playbook_releasing_on_drain(worker: str, name: str, *args, limit: str):
+    """Run the playbook; release job NAME on WORKER once the run has drained WORKER."""
+    proc = start_playbook(*args, limit=limit)
+    marker = node(worker).file("/var/lib/condor/aerie-drained")
+    wait_for(lambda: proc.poll() is not None or marker.exists, timeout=600)
+    release(worker, name)
+    return finish(proc)
 
 
 def slot_cpus(host, worker: str) -> int:
@@ -55,23 +64,24 @@ def slot_cpus(host, worker: str) -> int:
 
 def test_a_reconfig_change_leaves_the_job_running_and_a_layout_change_drains_first(host):
     worker = WORKERS[0]
-    cluster = submit(host, "survivor", "#!/bin/sh\nsleep 120\necho survived\n", worker)
+    cluster = submit(host, "survivor", until_released(worker, "survivor", "echo survived"), worker)
     assert wait_for(lambda: job(host, cluster, "JobStatus") == ["2"], timeout=150), "the job never started"
-    started = time.monotonic()
     try:
-        # A hold-policy knob (50-aerie-hold-policy.conf): condor_reconfig only. The longer
-        # runtime cap also lets the 120 s job outlive the scenario's 90 s one.
+        # A hold-policy knob (50-aerie-hold-policy.conf): condor_reconfig only.
+        # The longer runtime cap also keeps the scenario's 90 s one from
+        # holding the job before it is released.
         policy = {"condor_worker_hold_runtime_cap_seconds": 600}
         run = playbook("-e", json.dumps(policy), limit=worker)
         assert run.returncode == 0, run.stdout[-3000:]
         assert "RUNNING HANDLER [htcondor : Reconfigure HTCondor]" in run.stdout
         assert "Restart HTCondor" not in run.stdout
-        assert job(host, cluster, "JobStatus", "NumJobStarts") == ["2", "1"]
-        assert time.monotonic() - started < 100, "the reconfig run took so long the job may have ended"
+        status = job(host, cluster, "JobStatus", "NumJobStarts")
+        assert status == ["2", "1"], f"{status}: held by the 90 s runtime cap if the run took that long"
 
         # Half the node's CPUs for the partitionable slot (10-aerie-execute.conf): a restart,
-        # so the node drains first and the run waits for the job.
-        run = playbook("-e", json.dumps(policy | {"condor_worker_slot_share_percent": 50}), limit=worker)
+        # so the node drains first and the run waits for the job (released once the drain began).
+        layout = policy | {"condor_worker_slot_share_percent": 50}
+        run = playbook_releasing_on_drain(worker, "survivor", "-e", json.dumps(layout), limit=worker)
         assert run.returncode == 0, run.stdout[-3000:]
         assert "Ask the startd to drain, running jobs = 1" in run.stdout
         assert "the restart vacates them" not in run.stdout
@@ -80,6 +90,7 @@ def test_a_reconfig_change_leaves_the_job_running_and_a_layout_change_drains_fir
         assert host.check_output(f"cat {HOME}/survivor/job.out") == "survived"
         assert wait_for(lambda: slot_cpus(host, worker) == 4, timeout=60), "the new layout is not advertised"
     finally:
+        release(worker, "survivor")
         host.run(f"condor_rm {cluster}")
         # Back to the scenario's declared state; with no job running the restart is immediate.
         run = playbook(limit=worker)
@@ -90,7 +101,7 @@ def test_a_reconfig_change_leaves_the_job_running_and_a_layout_change_drains_fir
 
 def test_a_drain_that_outlasts_its_timeout_vacates_the_job_which_runs_again(host):
     worker = WORKERS[1]
-    cluster = submit(host, "vacated", "#!/bin/sh\nsleep 80\n", worker)
+    cluster = submit(host, "vacated", until_released(worker, "vacated"), worker)
     assert wait_for(lambda: job(host, cluster, "JobStatus") == ["2"], timeout=150), "the job never started"
     try:
         change = {"condor_worker_slot_share_percent": 50, "htcondor_drain_timeout_seconds": 10}
@@ -103,6 +114,7 @@ def test_a_drain_that_outlasts_its_timeout_vacates_the_job_which_runs_again(host
         host.check_output("condor_reschedule")
         assert wait_for(lambda: int((job(host, cluster, "NumJobStarts") or ["0"])[0]) >= 2, timeout=180)
     finally:
+        release(worker, "vacated")
         host.run(f"condor_rm {cluster}")
         run = playbook(limit=worker)
     assert run.returncode == 0, run.stdout[-3000:]

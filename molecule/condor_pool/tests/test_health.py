@@ -12,8 +12,9 @@ import re
 import time
 
 import aerie_testinfra
-from test_change import job, machine, submit
-from test_pool import WORKERS, node, playbook, wait_for
+from aerie_jobs import job, wait_for
+from test_change import machine, submit
+from test_pool import WORKERS, node, playbook
 
 testinfra_hosts = aerie_testinfra.hosts("access_points")
 

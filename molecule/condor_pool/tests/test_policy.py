@@ -13,8 +13,9 @@ from datetime import datetime
 
 import aerie_testinfra
 import pytest
-from test_change import job, submit
-from test_pool import WORKERS, node, wait_for
+from aerie_jobs import job, wait_for
+from test_change import submit
+from test_pool import WORKERS, node
 
 testinfra_hosts = aerie_testinfra.hosts("access_points")
 
@@ -166,7 +167,10 @@ def test_scratch_directories_are_private_per_job(host, jobs):
 
 def test_a_job_asking_for_a_tree_no_node_has_never_starts(host, jobs):
     # By now every other job ran to its hold or end (several negotiation
-    # cycles): this one was never matched, so it never ran anywhere.
+    # cycles): this one was never matched, so it never ran anywhere. (Here
+    # the slots list no tree, so condor_submit's own clause
+    # regexp(RequestedChroot, TARGET.edChroot) already rules them out; the
+    # site scenario shows START's exact check on a node that has trees.)
     status = host.check_output("condor_q -af JobStatus NumJobStarts -const %s", 'RequestedChroot == "NO_SUCH_TREE"')
     assert status == "1 0"
     assert not any(code == "001" for code, _, _ in log_events(host, "unknown_tree"))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import aerie_testinfra
 import testinfra
+from aerie_jobs import wait_for
 
 testinfra_hosts = aerie_testinfra.hosts("central_managers")
 
@@ -30,16 +30,8 @@ def slots(host) -> list[str]:
     return host.check_output("condor_status -af Name").split()
 
 
-def wait_for(predicate, timeout=120, step=3):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(step)
-
-
-def playbook(*args, limit=None) -> subprocess.CompletedProcess:
+def start_playbook(*args, limit=None) -> subprocess.Popen:
+    """The scenario's converge.yml, started in the background (stdout and stderr piped)."""
     env = dict(os.environ)
     env.setdefault("ANSIBLE_CONFIG", str(Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "ansible.cfg"))
     env.update(ANSIBLE_ROLES_PATH=str(REPO / "roles"),
@@ -47,7 +39,16 @@ def playbook(*args, limit=None) -> subprocess.CompletedProcess:
     argv = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(SCENARIO / "converge.yml"), *args]
     if limit:
         argv += ["--limit", limit]
-    return subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def playbook(*args, limit=None) -> subprocess.CompletedProcess:
+    return finish(start_playbook(*args, limit=limit))
 
 
 def test_every_workers_partitionable_slot_is_in_the_collector(host):

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import aerie_testinfra
 import pytest
-from test_change import job, submit
-from test_pool import REPO, WORKERS, node, playbook, slots, wait_for
+from aerie_jobs import job, wait_for
+from test_change import playbook_releasing_on_drain, release, submit, until_released
+from test_pool import REPO, WORKERS, node, playbook, slots
 
 testinfra_hosts = aerie_testinfra.hosts("access_points")
 
@@ -103,17 +104,20 @@ def master_pid(worker: str) -> str:
 def test_an_upgrade_drains_each_node_and_rolls_one_batch_at_a_time(host, next_release):
     assert [version(w) for w in WORKERS] == [OLD, OLD]
     pids = {w: master_pid(w) for w in WORKERS}
-    cluster = submit(host, "upgrade", "#!/bin/sh\nsleep 45\necho upgraded-around-me\n", WORKERS[0])
+    script = until_released(WORKERS[0], "upgrade", "echo upgraded-around-me")
+    cluster = submit(host, "upgrade", script, WORKERS[0])
     assert wait_for(lambda: job(host, cluster, "JobStatus") == ["2"], timeout=150), "the job never started"
     pin = {"htcondor_package_version": NEW, "htcondor_repo_debian_url": next_release,
            "htcondor_repo_debian_key_url": f"{next_release}/key.asc"}
     try:
-        res = playbook("-e", json.dumps(pin), "-e", "aerie_worker_batch=1", limit="worker_nodes")
+        res = playbook_releasing_on_drain(WORKERS[0], "upgrade", "-e", json.dumps(pin), "-e", "aerie_worker_batch=1",
+                                          limit="worker_nodes")
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
         # The job ran to its end on the node being upgraded: drained, not killed.
         assert job(host, cluster, "JobStatus", "ExitCode", "NumJobStarts") == ["4", "0", "1"]
         assert host.check_output("cat /home/alice/change/upgrade/job.out") == "upgraded-around-me"
     finally:
+        release(WORKERS[0], "upgrade")
         host.run(f"condor_rm {cluster}")
     assert [version(w) for w in WORKERS] == [NEW, NEW]
     assert all(master_pid(w) != pids[w] for w in WORKERS), "a worker still runs the old daemons"
