@@ -17,6 +17,9 @@ description:
     versions that no longer exist drop out of the block.
   - Mount targets missing in a tree are created (directories, or empty files
     for file sources), resolving symbolic links with the tree as C(/).
+  - A mount the managed block lists that is no longer declared (taken out of
+    O(mounts), or its source gone) is unmounted when still mounted, so
+    removing an entry takes effect at once, not at the next reboot.
 version_added: "0.1.0"
 options:
   mounts:
@@ -78,6 +81,11 @@ mounted:
   type: list
   elements: str
   returned: always
+unmounted:
+  description: Mount points unmounted by this run (listed in the managed block, no longer declared).
+  type: list
+  elements: str
+  returned: always
 skipped_sources:
   description: Optional sources that do not exist on the host.
   type: list
@@ -103,6 +111,7 @@ from ansible_collections.aerie.grid.plugins.module_utils.aerie_chroot_mounts imp
     block_label,
     fstab_line,
     mounted_points,
+    withdrawn,
 )
 from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import (
     AerieError,
@@ -136,7 +145,7 @@ def main():
     )
     p = module.params
     name, root = p["name"], p["root"]
-    result = {"changed": False, "mounted": [], "skipped_sources": [], "versions": []}
+    result = {"changed": False, "mounted": [], "unmounted": [], "skipped_sources": [], "versions": []}
     try:
         versions = list_versions(root, name)
         result["versions"] = versions
@@ -174,7 +183,17 @@ def main():
                 if rc != 0:
                     raise AerieError(f"cannot bind-mount {m['src']} on {target}: {err.strip()}")
         before = read_text(p["fstab"])
-        if fstab_block(before, block_label(name)) != ([f"# {FSTAB_BANNER}", *body] if body else []):
+        old_block = fstab_block(before, block_label(name))
+        for target in withdrawn(old_block, body):
+            if target not in mounted:
+                continue
+            result["changed"] = True
+            result["unmounted"].append(target)
+            if not module.check_mode:
+                rc, _out, err = module.run_command(["umount", target])
+                if rc != 0:
+                    raise AerieError(f"cannot unmount {target}, no longer declared: {err.strip()}")
+        if old_block != ([f"# {FSTAB_BANNER}", *body] if body else []):
             after = set_fstab_block(before, block_label(name), body, FSTAB_BANNER)
             result["changed"] = True
             result["fstab_changed"] = True

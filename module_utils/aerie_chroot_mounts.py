@@ -12,6 +12,7 @@ from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import (
     AerieError,
     Mount,
     fstab_entry,
+    fstab_mount_point,
     mounts_under,
     read_mounts,
 )
@@ -26,6 +27,17 @@ def block_label(name: str) -> str:
 
 def fstab_line(source: str, target: str, readonly: bool = False) -> str:
     return fstab_entry(source, target, "none", "bind,ro" if readonly else "bind")
+
+
+def withdrawn(old_block: list[str], body: list[str]) -> list[str]:
+    """Mount points the managed block listed and the new body no longer does, deepest first.
+
+    The block is the record of what this module mounted: a mount taken out
+    of the declared list (or a version gone) is unmounted, not left to the
+    next reboot."""
+    keep = {fstab_mount_point(line) for line in body}
+    points = {fstab_mount_point(line) for line in old_block} - keep - {None}
+    return sorted(points, key=lambda point: (-point.count("/"), point))
 
 
 def mounted_points(mounts: list[Mount]) -> set:

@@ -153,6 +153,8 @@ def test_correct_variables_pass_with_other_roles_names_and_published_facts(tmp_p
                 "squid_client_location": "proxy.example.org:3128",  # squid_client's, not squid's
                 "squid__scratch": 1,  # an internal
                 "cgroups_condor_knobs": {},  # published by cgroups
+                # This machine mounts cpu and cpuacct apart (the role's probe refuses that otherwise).
+                "cgroups_accept_split_cpu_cpuacct": True,
                 "chroot_named_chroots": {},  # published by chroot
             },
             "roles": ["squid", "squid_client", "cgroups", "chroot"],

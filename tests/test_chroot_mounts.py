@@ -64,3 +64,14 @@ def test_unmount_under_verifies_nothing_is_left():
     stuck = core.parse_mountinfo(MOUNTINFO + "46 41 0:5 / /chroot/sl5-v1/proc rw - proc proc rw\n")
     with pytest.raises(core.AerieError, match="still mounted under /chroot/sl5-v1"):
         m.unmount_under("/chroot/sl5-v1", lambda argv: (0, "", ""), lambda: stuck)
+
+
+def test_withdrawn_mounts_are_the_block_entries_no_longer_declared_deepest_first():
+    old = [f"# {m.FSTAB_BANNER}", m.fstab_line("/proc", "/chroot/sl5-v1/proc"),
+           m.fstab_line("/var/lib/condor/execute", "/chroot/sl5-v1/var/lib/condor/execute"),
+           m.fstab_line("/home/a b", "/chroot/sl5-v1/home/a b"), m.fstab_line("/home", "/chroot/sl5-v1/home")]
+    new = [m.fstab_line("/proc", "/chroot/sl5-v1/proc")]
+    assert m.withdrawn(old, new) == ["/chroot/sl5-v1/var/lib/condor/execute", "/chroot/sl5-v1/home/a b",
+                                     "/chroot/sl5-v1/home"]
+    assert m.withdrawn(old, old[1:]) == []
+    assert m.withdrawn([], new) == []

@@ -76,6 +76,25 @@ def test_bad_input_fails_before_any_change(host, tmp_path, extra_vars, message):
     assert host.file(SHARES).content_string.strip() == "512"
 
 
+def test_a_v1_host_htcondor_cannot_use_is_refused_unless_accepted(host, tmp_path):
+    # HTCondor's v1 code needs cpu and cpuacct in one hierarchy. This
+    # machine mounts them apart, so the role refuses it before any change
+    # (the scenario's inventory accepts it, knowingly, for its other tests).
+    hierarchy = {row.split()[0]: row.split()[1] for row in host.file("/proc/cgroups").content_string.splitlines()
+                 if not row.startswith("#")}
+    split = hierarchy["cpu"] != hierarchy["cpuacct"]
+    before = snapshot(host)
+    returncode, output = run_role(tmp_path, {"cgroups_accept_split_cpu_cpuacct": False})
+    if split:
+        assert returncode != 0, output
+        assert "this host mounts the cpu and cpuacct cgroup controllers in separate v1 hierarchies" in output, output
+        assert "cgroups_accept_split_cpu_cpuacct: true" in output
+        assert snapshot(host) == before
+        assert host.file(SHARES).content_string.strip() == "512"
+    else:
+        assert returncode == 0, output
+
+
 def test_a_path_carrying_another_filesystem_is_refused_and_kept(host, tmp_path):
     host.check_output("mkdir -p /cgroup/pids")
     host.check_output("mount -t tmpfs site-scratch /cgroup/pids")

@@ -158,6 +158,27 @@ def test_bind_mounts_are_mounted_once_and_persisted_for_systemd(host):
     assert host.run("chroot /chroot/el /bin/ls /proc/1").rc == 0
 
 
+def test_a_bind_mount_taken_out_of_the_list_is_unmounted_at_once(host):
+    # aerie up to 0.x bind-mounted HTCondor's EXECUTE directory into the
+    # trees, which makes every chroot job fail; dropping it from the list
+    # must take it away now, not at the next reboot.
+    host.check_output("mkdir -p /srv/aerie-extra")
+    declared = [{"src": src} for src in DEFAULT_MOUNTS]
+    extra = {"src": "/srv/aerie-extra", "dest": "/mnt/aerie-extra"}
+    target = "/chroot/deb11-v1/mnt/aerie-extra"
+    added = subprocess.run(module_argv(host, "chroot_mounts", {"name": "deb11", "mounts": [*declared, extra]}),
+                           env=ansible_env(), capture_output=True, text=True, check=False)
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert target in mount_points(host) and f" {target} none bind" in host.file("/etc/fstab").content_string
+    removed = subprocess.run(module_argv(host, "chroot_mounts", {"name": "deb11", "mounts": declared}),
+                             env=ansible_env(), capture_output=True, text=True, check=False)
+    assert removed.returncode == 0 and "CHANGED" in removed.stdout, removed.stdout + removed.stderr
+    assert target not in mount_points(host)
+    assert f" {target} " not in host.file("/etc/fstab").content_string
+    for src in DEFAULT_MOUNTS:  # the declared ones stay
+        assert mount_points(host).count("/chroot/deb11-v1" + src) == 1
+
+
 def test_local_fact_and_htcondor_hand_off(host):
     trees = fact(host)
     assert trees["el"]["current"] == "1" and trees["el"]["path"] == "/chroot/el"

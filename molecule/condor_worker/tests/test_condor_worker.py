@@ -68,6 +68,15 @@ def test_configuration_loads_and_matches_the_variables(host):
     assert p["SITE_NAME"] == "molecule"
 
 
+def test_http_inputs_go_through_the_squid_plugin(host):
+    # The last plugin to claim a scheme wins: aerie's, after HTCondor's curl_plugin.
+    plugins = [x.strip() for x in params(host, "FILETRANSFER_PLUGINS")["FILETRANSFER_PLUGINS"].split(",")]
+    assert plugins[-1] == "/usr/libexec/aerie/http-plugin", plugins
+    plugin = host.file(plugins[-1])
+    assert plugin.user == "root" and plugin.mode == 0o755
+    assert 'SupportedMethods = "http"' in host.check_output(f"{plugins[-1]} -classad")
+
+
 def test_named_chroot_only_before_htcondor_25_5(host):
     p = params(host, "NAMED_CHROOT", "SINGULARITY_IMAGE_EXPR")
     if is_htc24(host):
