@@ -406,7 +406,8 @@ def plan_mount(request: dict, mounts: list[Mount], table: dict[str, dict], read,
             missing = os.path.dirname(files[enabled_now.index(None)])
             raise AerieError(f"subtree_control_path: {missing} is not a cgroup (no cgroup.subtree_control)")
         plans = plan_subtree_chain(available or "", enabled_now, controllers)
-        for control_file, before, words in zip(files, enabled_now, plans, strict=True):
+        # Not zip(strict=True): that is Python 3.10+, and nodes run 3.9 (plan_subtree_chain returns one per file).
+        for control_file, before, words in zip(files, enabled_now, plans):
             result["subtree_control"][os.path.dirname(control_file)] = words
             if words:
                 diffs.append(_diff(control_file, before, " ".join(words) + "\n"))

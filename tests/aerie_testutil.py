@@ -1,4 +1,6 @@
-"""Helpers shared by the unit tests."""
+"""Helpers shared by the unit tests (importable on Python 3.9: tests/test_old_python.py)."""
+
+from __future__ import annotations
 
 import importlib.util
 import os
@@ -9,6 +11,11 @@ from pathlib import Path
 from types import ModuleType
 
 REPO = Path(__file__).resolve().parent.parent
+# Where ansible, ansible-playbook and ansible-galaxy are: beside the Python
+# running the tests, or (when the node-side tests run under a target's older
+# Python, scripts/aerie unit) the controller's venv. Modules then run on
+# the test's Python as their target interpreter (ansible_python_interpreter).
+CONTROLLER_BIN = Path(os.environ.get("AERIE_CONTROLLER_BIN") or Path(sys.executable).parent)
 
 
 def load_script(relpath: str, name: str | None = None) -> ModuleType:
@@ -31,8 +38,9 @@ def ansible_playbook(*args: str, env: dict | None = None, timeout: int = 300) ->
         "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_LOCALHOST_WARNING": "0",
-    } | (env or {})
+        **(env or {}),
+    }
     return subprocess.run(
-        [str(Path(sys.executable).with_name("ansible-playbook")), *args],
+        [str(CONTROLLER_BIN / "ansible-playbook"), *args],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout,
     )

@@ -5,15 +5,15 @@ environment definition and changelog."""
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 import yaml
+from aerie_testutil import CONTROLLER_BIN
 
 REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+BIN = CONTROLLER_BIN
 
 
 def _yaml(name):

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from aerie_testutil import CONTROLLER_BIN
 from ansible_collections.aerie.grid.plugins.module_utils import aerie_condor
 
 REPO = Path(__file__).resolve().parent.parent
@@ -164,7 +165,7 @@ def ansible_module(tmp_path: Path, args: dict, *flags: str) -> dict:
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
     }
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible"), "localhost", "-c", "local",
+        [str(CONTROLLER_BIN / "ansible"), "localhost", "-c", "local",
          "-m", "aerie.grid.condor_config_fragment", "-e", f"ansible_python_interpreter={sys.executable}",
          "-a", json.dumps(args), *flags],
         env=env, capture_output=True, text=True, check=False,

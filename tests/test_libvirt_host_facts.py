@@ -10,6 +10,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
+from aerie_testutil import CONTROLLER_BIN
 from ansible_collections.aerie.grid.plugins.module_utils import aerie_libvirt
 
 REPO = Path(__file__).resolve().parent.parent
@@ -156,7 +157,7 @@ def ansible_env(tmp_path: Path) -> dict[str, str]:
 def run_ansible(tmp_path: Path, tool: str, *args: str) -> dict:
     """Run ansible or ansible-playbook from .venv; return its JSON output."""
     done = subprocess.run(
-        [str(Path(sys.executable).with_name(tool)), *args],
+        [str(CONTROLLER_BIN / tool), *args],
         capture_output=True,
         text=True,
         env=ansible_env(tmp_path),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from aerie_testutil import REPO, ansible_playbook
+from aerie_testutil import CONTROLLER_BIN, REPO, ansible_playbook
 from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import AerieError
 from ansible_collections.aerie.grid.plugins.module_utils.aerie_release import (
     build_release,
@@ -24,7 +24,7 @@ from ansible_collections.aerie.grid.plugins.module_utils.aerie_release import (
 )
 from test_collection_metadata import built  # noqa: F401  (the real `ansible-galaxy collection build`, module-scoped)
 
-BIN = Path(sys.executable).parent
+BIN = CONTROLLER_BIN
 
 
 def git(repo: Path, *args: str) -> None:
