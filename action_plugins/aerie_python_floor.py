@@ -76,13 +76,9 @@ class ActionModule(ActionBase):
             "Ansible's interpreter": self._ansible_interpreter(task_vars, result),
             "aerie's node programs": args.get("programs_interpreter", "/usr/bin/python3"),
         }
-        found = {}
-        for role, path in paths.items():
-            if role != "Ansible's interpreter" and path == paths["Ansible's interpreter"]:
-                found[role] = found["Ansible's interpreter"]
-                continue
-            res = self._low_level_execute_command(f"{shlex.quote(path)} -c {shlex.quote(PROBE)}", sudoable=False)
-            found[role] = res.get("stdout", "").strip() if res.get("rc") == 0 else None
+        # Each interpreter asked once (usually both roles name the same one).
+        answers = {path: self._version_of(path) for path in set(paths.values())}
+        found = {role: answers[path] for role, path in paths.items()}
         wrong = below_floor(found, floor)
         result.update(changed=False, interpreters={paths[role]: found[role] for role in paths})
         if wrong:
@@ -90,6 +86,11 @@ class ActionModule(ActionBase):
         else:
             result["msg"] = ", ".join(f"{paths[r]} is Python {found[r]}" for r in paths)
         return result
+
+    def _version_of(self, path):
+        """ "3.9.18" as the interpreter at path prints it, None when it does not run."""
+        res = self._low_level_execute_command(f"{shlex.quote(path)} -c {shlex.quote(PROBE)}", sudoable=False)
+        return res.get("stdout", "").strip() if res.get("rc") == 0 else None
 
     def _ansible_interpreter(self, task_vars, result):
         """The interpreter Ansible's modules will run on, found as Ansible finds it."""

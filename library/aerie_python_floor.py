@@ -30,19 +30,8 @@ options:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
+  - aerie.grid.aerie_check_action
 attributes:
-  action:
-    support: full
-  async:
-    support: none
-  bypass_host_loop:
-    support: none
-  check_mode:
-    support: full
-    details: Changes nothing, so it runs the same in check mode.
-  diff_mode:
-    support: N/A
-    details: Changes nothing, so there is no diff.
   platform:
     platforms: posix
 author:
