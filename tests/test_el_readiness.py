@@ -6,11 +6,14 @@ so what can be read is enforced: a role whose meta/main.yml lists EL
   - guards every package-manager task of one family with that family's
     os_family condition (on the task, an enclosing block, or the import
     that pulls its file in), so neither family's run reaches the other's.
-A role that does not list EL must refuse an EL host itself (an assert on
-os_family), rather than fail half-way through an apt task.
+A role with OS variables refuses, before any change, every family it has
+none for (an assert on os_family), rather than fail half-way through an
+apt task.
 """
 
 from __future__ import annotations
+
+import re
 
 import pytest
 import yaml
@@ -91,11 +94,19 @@ def test_an_el_roles_package_manager_tasks_are_guarded_by_os_family(role):
     assert unguarded(role) == []
 
 
-@pytest.mark.parametrize("role", [r for r in ROLES if "EL" not in platforms(r)], ids=lambda r: r.name)
-def test_a_role_without_el_refuses_other_families_itself(role):
-    text = "\n".join(p.read_text() for p in (role / "tasks").glob("*.yml"))
-    refuses = "ansible.builtin.assert" in text and "os_family" in text
-    assert refuses, f"{role.name} must refuse hosts it does not support"
+OS_VARS_ROLES = [r for r in ROLES if (r / "vars/Debian.yml").exists()]
+
+
+@pytest.mark.parametrize("role", OS_VARS_ROLES, ids=lambda r: r.name)
+def test_a_role_with_os_variables_refuses_every_family_it_has_none_for(role):
+    """Its OS assert names exactly the families of its vars files, which are those its metadata lists."""
+    main = (role / "tasks/main.yml").read_text()
+    asserted = re.search(r"ansible_facts\['os_family'\] \| default\(''\) in \[([^]]*)\]", main)
+    assert asserted, f"{role.name} loads vars/<os_family>.yml but never refuses another family"
+    families = {f.strip(" '\"") for f in asserted.group(1).split(",")}
+    have_vars = {p.stem for p in (role / "vars").glob("*.yml")} & {"Debian", "RedHat"}
+    declared = {"Debian"} | ({"RedHat"} if "EL" in platforms(role) else set())
+    assert families == have_vars == declared
 
 
 def test_the_lint_sees_an_unguarded_task(tmp_path):

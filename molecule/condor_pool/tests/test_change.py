@@ -125,7 +125,8 @@ def test_a_rolling_change_that_fails_on_the_first_batch_never_touches_the_second
     before = {w: node(w).file(extra).content_string for w in WORKERS}
     # The same new knob for every worker, one that HTCondor's parser rejects on
     # the first (a template, so that only the value differs per host).
-    knobs = {"SITE_NAME": "molecule", "STARTER_UPDATE_INTERVAL": 5, "NUM_CPUS": 8, "UPDATE_INTERVAL": 10,
+    knobs = {"SITE_NAME": "molecule", "RunBenchmarks": 0, "STARTER_UPDATE_INTERVAL": 5, "NUM_CPUS": 8,
+             "UPDATE_INTERVAL": 10,
              "use POLICY": f"{{{{ 'NO_SUCH_POLICY' if inventory_hostname == '{WORKERS[0]}' else 'ALWAYS_RUN_JOBS' }}}}"}
     run = playbook("-e", json.dumps({"condor_worker_extra_knobs": knobs}), "-e", "aerie_worker_batch=1")
     assert run.returncode != 0
@@ -145,8 +146,8 @@ def test_a_run_that_fails_after_a_change_still_applies_it(host):
     # old layout for good.
     worker = WORKERS[0]
     change = {"condor_worker_slot_share_percent": 50,
-              "condor_worker_extra_knobs": {"SITE_NAME": "molecule", "STARTER_UPDATE_INTERVAL": 5, "NUM_CPUS": 8,
-                                            "UPDATE_INTERVAL": 10, "use POLICY": "NO_SUCH_POLICY"}}
+              "condor_worker_extra_knobs": {"SITE_NAME": "molecule", "RunBenchmarks": 0, "STARTER_UPDATE_INTERVAL": 5,
+                                            "NUM_CPUS": 8, "UPDATE_INTERVAL": 10, "use POLICY": "NO_SUCH_POLICY"}}
     try:
         run = playbook("-e", json.dumps(change), limit=worker)
         assert run.returncode != 0
