@@ -48,7 +48,8 @@ def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as handle:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    # Reading a process's stat while it is reaped fails with ESRCH.
+    except (FileNotFoundError, ProcessLookupError):
         return False
 
 
