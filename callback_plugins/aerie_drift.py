@@ -12,10 +12,14 @@ short_description: Record task results and per-host progress as JSON lines
 description:
   - Used by scripts/drift-check. Appends one JSON object per line to the file
     named by the environment variable C(AERIE_DRIFT_EVENTS) - C(start) (all
-    hosts of the run), C(result) (host, play, role, task, status, diff text),
-    C(host_done) (a host has no play left) and C(stats) (the play recap).
+    hosts of the run), C(result) (host, play, role, task, status, diff text,
+    and for a service task the unit's state before and the state declared),
+    C(progress) (a host's tasks checked and changes so far, every 25 tasks of
+    a host or at its first task after 30 seconds without one), C(host_done)
+    (a host has no play left, with the same counts) and C(stats) (the play
+    recap).
   - Results of tasks with C(no_log) arrive censored from Ansible itself; this
-    plugin never sees their values.
+    plugin records neither their diff nor their message even if they did not.
 requirements:
   - enable in callbacks_enabled (drift-check does so)
 options: {}
@@ -23,8 +27,36 @@ options: {}
 
 import json
 import os
+import time
 
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.callback import CallbackBase
+
+# A progress event per host every this many tasks, or sooner once this long
+# has passed since the last one: enough to show a long play moving, few
+# enough lines for thousands of hosts.
+PROGRESS_TASKS = 25
+PROGRESS_SECONDS = 30.0
+SERVICE_MODULES = {"service", "systemd", "systemd_service"}
+HIDDEN = "(hidden: no_log)"
+
+
+def service_state(task_args: dict, result: dict) -> dict:
+    """The unit's state before (from systemd's ``status``, when reported) and the state declared."""
+    args = dict(task_args)
+    args.update((result.get("invocation") or {}).get("module_args") or {})
+    status = result.get("status") if isinstance(result.get("status"), dict) else {}
+    state = {"name": args.get("name") or result.get("name"), "state": args.get("state"),
+             "enabled": args.get("enabled"), "masked": args.get("masked"),
+             "active": status.get("ActiveState"), "unit_file": status.get("UnitFileState")}
+    for key in ("enabled", "masked"):
+        # The module's own arguments are booleans already; the task's may still read "yes".
+        if isinstance(state[key], str):
+            try:
+                state[key] = boolean(state[key], strict=True)
+            except TypeError:
+                state[key] = None
+    return {k: v for k, v in state.items() if v is not None}
 
 
 class CallbackModule(CallbackBase):
@@ -42,6 +74,8 @@ class CallbackModule(CallbackBase):
         self._last_play_of: dict[str, int] = {}
         self._done: set[str] = set()
         self._play_name = ""
+        # host -> [tasks, changed, tasks at the last progress event, its time]
+        self._counts: dict[str, list] = {}
 
     def _emit(self, **event) -> None:
         if self._out is not None:
@@ -69,45 +103,60 @@ class CallbackModule(CallbackBase):
         for host, last in sorted(self._last_play_of.items()):
             if last <= index and host not in self._done:
                 self._done.add(host)
-                self._emit(event="host_done", host=host)
+                tasks, changed = self._counts.get(host, [0, 0])[:2]
+                self._emit(event="host_done", host=host, tasks=tasks, changed=changed)
+
+    def _count(self, host: str, changed: bool) -> None:
+        now = time.monotonic()
+        c = self._counts.setdefault(host, [0, 0, 0, now])
+        c[0] += 1
+        c[1] += changed
+        if c[0] - c[2] >= PROGRESS_TASKS or now - c[3] >= PROGRESS_SECONDS:
+            c[2], c[3] = c[0], now
+            self._emit(event="progress", host=host, tasks=c[0], changed=c[1])
 
     # -- results ----------------------------------------------------------
     def _record(self, result, status: str) -> None:
-        task = result._task
+        task = result.task
         role = task._role.get_name(include_role_fqcn=False) if task._role else ""
-        res = result._result
+        res = result.result
         name = task.get_name()
         if role and name.startswith(f"{role} : "):
             name = name[len(role) + 3 :]
-        diff_text = ""
-        if status == "changed":
+        event = {"event": "result", "host": result.host.get_name(), "play": self._play_name, "role": role,
+                 "task": name, "status": status, "diff": "", "msg": ""}
+        # Ansible censors no_log results before callbacks see them; not
+        # relying on that alone keeps a secret out of a report kept for weeks.
+        if task.no_log is True or res.get("_ansible_no_log") or "censored" in res:
+            event["msg"] = HIDDEN
+        elif status == "changed":
             # A looped task carries its items' diffs in "results".
             parts = [res] + [r for r in res.get("results", []) if isinstance(r, dict) and r.get("changed")]
-            diff_text = "".join(self._get_diff(p["diff"]) for p in parts if p.get("diff"))
-        msg = ""
-        if status in ("failed", "unreachable"):
-            msg = str(res.get("msg") or res.get("stderr") or res.get("reason") or "")[:2000]
-        self._emit(
-            event="result",
-            host=result._host.get_name(),
-            play=self._play_name,
-            role=role,
-            task=name,
-            status=status,
-            diff=diff_text,
-            msg=msg,
-        )
+            event["diff"] = "".join(self._get_diff(p["diff"]) for p in parts if p.get("diff"))
+            action = (task.resolved_action or task.action or "").rsplit(".", 1)[-1]
+            if action in SERVICE_MODULES:
+                # service/systemd report no diff; what they saw is in the result.
+                event["services"] = [service_state(task.args, p) for p in parts[1:] or parts]
+        else:
+            event["msg"] = str(res.get("msg") or res.get("stderr") or res.get("reason") or "")[:2000]
+        self._emit(**event)
 
     def v2_runner_on_ok(self, result) -> None:
-        changed = result._result.get("changed", False)
+        changed = bool(result.result.get("changed", False))
+        self._count(result.host.get_name(), changed)
         if changed:
             self._record(result, "changed")
 
     def v2_runner_on_failed(self, result, ignore_errors: bool = False) -> None:
+        self._count(result.host.get_name(), False)
         if not ignore_errors:
             self._record(result, "failed")
 
+    def v2_runner_on_skipped(self, result) -> None:
+        self._count(result.host.get_name(), False)
+
     def v2_runner_on_unreachable(self, result) -> None:
+        self._count(result.host.get_name(), False)
         self._record(result, "unreachable")
 
     def v2_playbook_on_stats(self, stats) -> None:

@@ -1,6 +1,9 @@
 """The management host's nightly service checks the node over SSH and reports."""
 
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import aerie_testinfra
 import pytest
@@ -8,6 +11,7 @@ import testinfra
 
 testinfra_hosts = aerie_testinfra.hosts("drift_checkers")
 NODE = testinfra.get_host(aerie_testinfra.hosts("checked_nodes")[0])
+REPO = Path(__file__).resolve().parents[3]
 REPORTS = "/var/lib/aerie-drift/reports"
 FACT = "/etc/ansible/facts.d/aerie.fact"
 
@@ -73,6 +77,9 @@ def test_no_drift_then_drift_then_unreachable(host, converged_node):
     assert report["exit_code"] == 0
     assert report["hosts"]["drift_check-node"]["status"] == "ok"
     assert host.file("/var/lib/aerie-drift/last-summary").content_string.startswith("drift-check: no drift")
+    # The node_exporter textfile the unit writes (drift_check_metrics_file).
+    metrics = host.file("/var/lib/aerie-drift/metrics/aerie_drift.prom").content_string
+    assert 'aerie_drift_hosts{status="ok"} 1' in metrics and "aerie_drift_run_complete 1" in metrics
 
     # An admin edits a managed file by hand: drift (exit 2, still a successful unit).
     NODE.run(f"sed -i 's/drift-scenario/hand-edited/' {FACT}")
@@ -93,3 +100,31 @@ def test_no_drift_then_drift_then_unreachable(host, converged_node):
     assert rc != 0
     assert report["exit_code"] == 4
     assert report["hosts"]["drift_check-node"]["status"] == "unreachable"
+    metrics = host.file("/var/lib/aerie-drift/metrics/aerie_drift.prom").content_string
+    assert 'aerie_drift_hosts{status="unreachable"} 1' in metrics
+
+
+def test_a_dead_node_is_the_only_unreachable_host(host):
+    """One node down: the drift check blames that node alone (issue 19).
+
+    scripts/drift-check runs this scenario's converge (the management host's
+    play from playbooks/drift_checkers.yml, then each target's own play) in
+    check mode from the controller, with the node's container stopped. The
+    management host's play used to delegate the key to every target, so a
+    dead node made the management host unreachable too.
+    """
+    inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+    reports = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "dead-node-reports"
+    subprocess.run(["podman", "stop", "--time", "5", "drift_check-node"], check=True, capture_output=True)
+    try:
+        res = subprocess.run([str(REPO / ".venv/bin/python"), str(REPO / "scripts/drift-check"), "-i", str(inventory),
+                              "--playbook", str(Path(__file__).parents[1] / "converge.yml"),
+                              "--report-dir", str(reports)], capture_output=True, text=True, check=False)
+    finally:
+        subprocess.run(["podman", "start", "drift_check-node"], check=True, capture_output=True)
+    report = json.loads((reports / "latest.json").read_text())
+    status = {name: h["status"] for name, h in report["hosts"].items()}
+    # Through podman a stopped container reads as failed rather than unreachable (over SSH, unreachable).
+    assert status.pop("drift_check-node") in ("unreachable", "failed"), res.stdout + res.stderr
+    assert status == {"drift_check-mgmt": "ok"}, res.stdout + res.stderr
+    assert res.returncode == 4

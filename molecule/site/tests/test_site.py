@@ -80,7 +80,8 @@ def test_edited_htcondor_fragment_is_named_with_its_diff(tampered):
 
 def test_stopped_squid_is_named(tampered):
     changes = tasks_of(tampered[1], "site-squid")
-    assert ("squid", "Ensure squid runs and starts at boot") in changes
+    # Not "changed, no diff": which service, in which state, and what it should be.
+    assert changes[("squid", "Ensure squid runs and starts at boot")] == "service squid: stopped, should be running"
 
 
 def test_repointed_chroot_link_is_named(tampered):
@@ -92,7 +93,8 @@ def test_repointed_chroot_link_is_named(tampered):
 
 def test_stopped_htcondor_is_named(tampered):
     changes = tasks_of(tampered[1], "site-worker2")
-    assert any(task == "Ensure the HTCondor daemons run and start at boot" for _role, task in changes), changes
+    said = [d for (_role, task), d in changes.items() if task == "Ensure the HTCondor daemons run and start at boot"]
+    assert said == ["service condor: stopped, should be running"], changes
 
 
 def test_removed_package_is_named(tampered):
