@@ -22,6 +22,7 @@ import tempfile
 import time
 
 from ansible_collections.aerie.grid.plugins.module_utils import aerie_chroot as chroot
+from ansible_collections.aerie.grid.plugins.module_utils import aerie_chroot_verify as verify
 from ansible_collections.aerie.grid.plugins.module_utils.aerie_chroot_mounts import unmount_under
 from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import AerieError, run_bound
 
@@ -363,6 +364,12 @@ def inherited_secure_pass(base_manifest, tree, secured):
     return sorted(kept + secured, key=lambda c: c["path"])
 
 
+def record_inventory(tree: str, execute_dir: str) -> dict:
+    """The manifest's ``inventory`` of ``tree`` and the paths whose content it leaves out (aerie_chroot_verify)."""
+    skipped = verify.content_skipped(tree, execute_dir, chroot.resolve_in_tree)
+    return {verify.INVENTORY: verify.inventory(tree, skipped), verify.SKIPPED: skipped}
+
+
 def plan_mode(params: dict, inputs: dict) -> tuple[str, str | None, list[str]]:
     """(mode, base version or None, notes): how the version would be built now."""
     if params["build_mode"] == "full":
@@ -433,9 +440,11 @@ def build(steps: Steps, params: dict, inputs: dict, final: str, existing: dict |
             "build": {"mode": mode, "base_version": base, "notes": notes},
             "packages": installed_packages(steps, tmp),
             "secure_pass": secured,
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "build_seconds": round(time.time() - started, 1),
         }
+        # Last, once nothing writes to the tree: what chroot_verify compares every later run with.
+        manifest.update(record_inventory(tmp, params["execute_dir"]))
+        manifest["built_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        manifest["build_seconds"] = round(time.time() - started, 1)
         with open(os.path.join(tmp, chroot.MANIFEST), "w", encoding="utf-8") as handle:
             json.dump(manifest, handle, indent=1, sort_keys=True)
         os.chmod(os.path.join(tmp, chroot.MANIFEST), 0o644)

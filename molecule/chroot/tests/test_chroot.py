@@ -448,3 +448,51 @@ def test_a_module_killed_mid_debootstrap_takes_debootstrap_along_and_frees_the_l
     assert host.check_output("ls -A /chroot | grep -c '^.deb11-v9.build-' || true") == "1"
     leftovers = "awk '$2 ~ /deb11-v9.build-/ {print $2}' /proc/self/mounts | sort -r"
     host.check_output(f"for m in $({leftovers}); do umount $m; done; rm -rf /chroot/.deb11-v9.build-*")
+
+
+VERIFY_TASK = "Ensure every kept version is still what its manifest records"
+PLANTED_SH = "/usr/local/bin/aerie-planted-sh"
+PLANTED_DIR = "/srv/aerie-planted-dir"
+
+
+def verify_results(report, host):
+    """The chroot_verify task's per-tree results (item name -> result) from a JSON report."""
+    for play in report["plays"]:
+        for task in play["tasks"]:
+            if task["task"]["name"].endswith(VERIFY_TASK):  # "chroot : ..." in a role
+                return {r["item"]["name"]: r for r in task["hosts"][host.backend.name]["results"]}
+    raise AssertionError(f"no {VERIFY_TASK!r} task in the report: {report.get('_stderr', '')[-2000:]}")
+
+
+def test_a_tampered_tree_is_drift_in_check_mode_and_fails_a_normal_run_untouched(host):
+    versions = ["-e", "aerie_test_deb_version=2", "-e", "aerie_test_el_version=2"]
+    current = "/chroot/" + host.check_output("readlink /chroot/deb11")
+    clean = aerie_testinfra.run_playbook(SCENARIO / "converge.yml", "--check", "--diff", *versions)
+    assert clean["_returncode"] == 0, clean["_stderr"][-3000:]
+    assert not any(r["changed"] for r in verify_results(clean, host).values())
+    host.check_output(f"cp /bin/sh {current}{PLANTED_SH} && chmod 4755 {current}{PLANTED_SH}"
+                      f" && mkdir {current}{PLANTED_DIR} && chmod 0777 {current}{PLANTED_DIR}")  # fmt: skip
+    try:
+        drift = aerie_testinfra.run_playbook(SCENARIO / "converge.yml", "--check", "--diff", *versions)
+        assert drift["_returncode"] == 0, drift["_stderr"][-3000:]
+        results = verify_results(drift, host)
+        assert not results["el"]["changed"]
+        deb = results["deb11"]
+        assert deb["changed"] and deb["differing"] == [current.rsplit("-v", 1)[1]]
+        paths = {d["path"]: d["why"] for d in deb["trees"][deb["differing"][0]]["differences"]}
+        assert paths == {PLANTED_SH: "added with setuid/setgid", PLANTED_DIR: "added world-writable"}
+        digest = host.check_output(f"sha256sum {current}{PLANTED_SH}").split()[0]
+        assert f"{current}{PLANTED_SH}  (absent)\n" in deb["diff"]["before"]
+        assert f"{current}{PLANTED_SH}  f 4755 0 0 {digest}  # added with setuid/setgid\n" in deb["diff"]["after"]
+        assert f"{current}{PLANTED_DIR}  d 0777 0 0  # added world-writable\n" in deb["diff"]["after"]
+
+        # A normal run fails the host naming the tree and the paths, and leaves the tree as it found it.
+        rc, out = converge(*versions)
+        assert rc != 0
+        assert f"{current} differs from its manifest" in out and PLANTED_SH in out and PLANTED_DIR in out, out[-3000:]
+        assert host.file(current + PLANTED_SH).mode == 0o4755
+        assert host.file(current + PLANTED_DIR).mode == 0o777
+    finally:
+        host.check_output(f"rm -f {current}{PLANTED_SH} && rmdir {current}{PLANTED_DIR}")
+    rc, out = converge(*versions)
+    assert rc == 0, out[-3000:]
