@@ -161,12 +161,14 @@ def test_url_refusals(url, reason):
         plugin.parse_url(url)
 
 
-def test_create_command_names_backing_format_and_never_probes():
-    cmd = plugin.qemu_img_create_command("/srv/t.img", "raw", "/x/.i.part")
+def test_create_command_names_backing_format_and_never_opens_the_backing_file():
+    cmd = plugin.qemu_img_create_command("/srv/t.img", "raw", "/x/.i.part", 64 << 20)
     assert cmd[cmd.index("-b") + 1] == "/srv/t.img"
     assert cmd[cmd.index("-F") + 1] == "raw"
     assert cmd[cmd.index("-f") + 1] == "qcow2"
-    assert cmd[-1] == "/x/.i.part"
+    # -u: qemu-img does not open the template by path again; the size comes from the checked descriptor.
+    assert "-u" in cmd
+    assert cmd[-2:] == ["/x/.i.part", str(64 << 20)]
 
 
 # ----------------------------------------------------------------- ClassAds

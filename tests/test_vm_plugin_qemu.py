@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -130,7 +131,7 @@ def test_refuses_a_template_with_its_own_backing_file(site, tmp_path):  # noqa: 
     qemu("qemu-img", "create", "-q", "-f", "qcow2", "-b", str(site.secret), "-F", "raw", str(chained))
     done, (ad,) = multi(site, tmp_path, [(f"nfs://{chained}:vm.img", str(site.sandbox / "x"))])
     assert done.returncode == 1
-    assert "has a backing file of its own" in ad["TransferError"]
+    assert "refers to other files" in ad["TransferError"] and str(site.secret) in ad["TransferError"]
     assert list(site.sandbox.iterdir()) == []
 
 
@@ -161,3 +162,81 @@ def test_qemu_img_missing_is_reported(site, tmp_path):  # noqa: F811
     done, (ad,) = multi(site, tmp_path, [(f"nfs://{site.raw}:vm.img", str(site.sandbox / "x"))])
     assert done.returncode == 1
     assert "qemu-img not found" in ad["TransferError"]
+
+
+# -- a hostile job owner (the URL is theirs) ----------------------------------
+def test_refuses_a_qcow2_template_with_an_external_data_file_outside_the_roots(site, tmp_path):  # noqa: F811
+    """qcow2's data-file: the image's clusters live in another file, which the instance would read."""
+    site.secret.write_bytes(b"SECRET" * (1 << 16))
+    hostile = site.root / "hostile.qcow2"
+    qemu("qemu-img", "create", "-q", "-f", "qcow2", "-o", f"data_file={site.secret},data_file_raw=on",
+         str(hostile), str(site.secret.stat().st_size))
+    assert info(hostile)["format-specific"]["data"]["data-file"] == str(site.secret)
+    done, (ad,) = multi(site, tmp_path, [(f"nfs://{hostile}:vm.img", str(site.sandbox / "x"))])
+    assert done.returncode == 1
+    assert ad["TransferSuccess"] is False
+    assert f"external data file {site.secret}" in ad["TransferError"]
+    assert list(site.sandbox.iterdir()) == []
+
+
+def test_a_template_swapped_for_a_symlink_while_jobs_stage_it_is_never_staged_from_the_target(site, tmp_path):  # noqa: F811
+    """The check and what qemu-img reads are one open file: a swap makes a refusal, never the outside target.
+
+    swap.qcow2 in the root flips between a hard link to a 32 MiB template and a
+    symlink to a 48 MiB image outside the roots; an instance made from the
+    outside image would have its size.
+    """
+    inside = site.root / "inside.qcow2"
+    qemu("qemu-img", "create", "-q", "-f", "qcow2", str(inside), "32M")
+    outside = site.outside / "outside.qcow2"
+    qemu("qemu-img", "create", "-q", "-f", "qcow2", str(outside), "48M")
+    swap, tmp = site.root / "swap.qcow2", site.root / ".swap.tmp"
+    os.link(inside, swap)
+    stop = threading.Event()
+
+    def flip() -> None:
+        while not stop.is_set():
+            for make in (lambda: os.symlink(outside, tmp), lambda: os.link(inside, tmp)):
+                make()
+                os.replace(tmp, swap)
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    try:
+        outcomes = []
+        for i in range(40):
+            done, (ad,) = multi(site, tmp_path, [(f"nfs://{swap}:vm{i}.img", str(site.sandbox / "x"))])
+            outcomes.append(ad)
+            assert "Traceback" not in done.stderr
+    finally:
+        stop.set()
+        flipper.join()
+    for i, ad in enumerate(outcomes):
+        if ad["TransferSuccess"]:
+            staged = info(site.sandbox / f"vm{i}.img")
+            assert staged["virtual-size"] == 32 << 20, "staged from the image outside the roots"
+            assert staged["backing-filename"] == str(swap)
+        else:
+            assert any(reason in ad["TransferError"] for reason in
+                       ("outside the allowed roots", "changed while it was checked")), ad["TransferError"]
+
+
+@pytest.mark.parametrize(("url", "local", "reason"), [
+    (r"nfs:///srv/vm\000/../etc/shadow:vm.img", "x", "URL contains a NUL byte"),
+    (r"nfs:///srv/vm/t.img:vm\000.img", "x", "URL contains a NUL byte"),
+    ("nfs://{raw}", r"x\000y", "destination path contains a NUL byte"),
+])
+def test_a_nul_byte_gets_a_result_ad_with_the_reason_not_a_traceback(site, tmp_path, url, local, reason):  # noqa: F811
+    # Written as ClassAd octal escapes, which HTCondor's ads carry and the plugin decodes to NUL.
+    infile = tmp_path / "in.ads"
+    dest = str(site.sandbox) + "/" + local
+    infile.write_text(f'[ Url = "{url.format(raw=site.raw)}"; LocalFileName = "{dest}" ]\n')
+    outfile = tmp_path / "out.ads"
+    outfile.write_text("")
+    done = run_plugin("-infile", str(infile), "-outfile", str(outfile), env=site.env)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    (ad,) = [dict(a) for a in __import__("test_vm_plugin").read_results(outfile)]
+    assert ad["TransferSuccess"] is False
+    assert reason in ad["TransferError"]
+    assert list(site.sandbox.iterdir()) == []
