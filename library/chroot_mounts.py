@@ -108,6 +108,7 @@ from ansible_collections.aerie.grid.plugins.module_utils.aerie_chroot import (
 )
 from ansible_collections.aerie.grid.plugins.module_utils.aerie_chroot_mounts import (
     FSTAB_BANNER,
+    MOUNT_OPTIONS,
     block_label,
     fstab_line,
     mounted_points,
@@ -132,12 +133,7 @@ def main():
                 type="list",
                 elements="dict",
                 required=True,
-                options=dict(
-                    src=dict(type="path", required=True),
-                    dest=dict(type="path"),
-                    optional=dict(type="bool", default=False),
-                    readonly=dict(type="bool", default=False),
-                ),
+                options=MOUNT_OPTIONS,
             ),
             fstab=dict(type="path", default="/etc/fstab"),
         ),

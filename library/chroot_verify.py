@@ -105,6 +105,7 @@ from ansible_collections.aerie.grid.plugins.module_utils.aerie_chroot import (
     resolve_in_tree,
     tree_dirname,
 )
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_chroot_mounts import MOUNT_OPTIONS
 from ansible_collections.aerie.grid.plugins.module_utils.aerie_chroot_verify import (
     INVENTORY,
     NO_INVENTORY,
@@ -141,12 +142,7 @@ def main():
                 type="list",
                 elements="dict",
                 default=[],
-                options=dict(
-                    src=dict(type="path", required=True),
-                    dest=dict(type="path"),
-                    optional=dict(type="bool", default=False),
-                    readonly=dict(type="bool", default=False),
-                ),
+                options=MOUNT_OPTIONS,
             ),
         ),
         supports_check_mode=True,

@@ -17,6 +17,15 @@ from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import (
     read_mounts,
 )
 
+# The suboptions of a module's ``mounts`` list (chroot_mounts mounts them,
+# chroot_verify leaves their targets out): one list, one spec.
+MOUNT_OPTIONS = dict(
+    src=dict(type="path", required=True),
+    dest=dict(type="path"),
+    optional=dict(type="bool", default=False),
+    readonly=dict(type="bool", default=False),
+)
+
 FSTAB_BANNER = "Bind mounts of aerie's chroot trees (chroot_mounts module); managed, do not edit."
 
 

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_vm_plugin import multi, plugin, run_plugin, sha256, site  # noqa: F401  (site is a fixture)
+from test_vm_plugin import multi, plugin, read_results, run_plugin, sha256, site  # noqa: F401  (site is a fixture)
 
 MiB = 1 << 20
 
@@ -236,7 +236,7 @@ def test_a_nul_byte_gets_a_result_ad_with_the_reason_not_a_traceback(site, tmp_p
     done = run_plugin("-infile", str(infile), "-outfile", str(outfile), env=site.env)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
-    (ad,) = [dict(a) for a in __import__("test_vm_plugin").read_results(outfile)]
+    (ad,) = read_results(outfile)
     assert ad["TransferSuccess"] is False
     assert reason in ad["TransferError"]
     assert list(site.sandbox.iterdir()) == []
