@@ -24,11 +24,13 @@ COLLECTIONS = str(Path(__file__).resolve().parent.parent / "collections")
 
 # debootstrap's stand-in: it starts a "dpkg" that ignores SIGTERM for a few
 # seconds (as a process in the middle of unpacking might), then waits.
+# The straggler lives 10 s: long enough to outlast the kill and the checks
+# on a machine loaded by molecule lanes (4 s was not), short for the rerun.
 FAKE_DEBOOTSTRAP = """\
 #!/bin/sh
 echo $$ > "$STATE/debootstrap.pid"
 touch "$3/partial"
-(trap '' TERM; exec sleep 4) &
+(trap '' TERM; exec sleep 10) &
 echo $! > "$STATE/dpkg.pid"
 sleep 120
 """
@@ -96,7 +98,7 @@ def test_a_killed_build_takes_its_bootstrapper_along_and_the_next_run_waits_for_
     rerun.start()
     time.sleep(0.5)
     assert rerun.is_alive(), "the next run got the lock while a process of the killed build lived"
-    rerun.join(15)
+    rerun.join(30)
     assert not rerun.is_alive()
     assert seen == {"straggler alive": False, "cleaned": [str(scratch[0])]}
     assert list(root.iterdir()) == []
