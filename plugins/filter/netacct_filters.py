@@ -1,0 +1,1 @@
+../../roles/netacct/filter_plugins/netacct_filters.py

@@ -1,0 +1,1 @@
+../../roles/squid/filter_plugins/squid_filters.py
