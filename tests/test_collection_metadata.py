@@ -81,12 +81,20 @@ def test_build_holds_every_plugin_through_its_link(built):
     with tarfile.open(built) as tar:
         members = {m.name: m for m in tar.getmembers()}
     links = {"modules": "library", "module_utils": "module_utils", "doc_fragments": "doc_fragments",
-             "action": "action_plugins", "callback": "callback_plugins", "filter": "roles/squid/filter_plugins"}
+             "action": "action_plugins", "callback": "callback_plugins"}
     for plugin_dir, target in links.items():
         member = members[f"plugins/{plugin_dir}"]
         assert member.issym() and member.linkname == f"../{target}"
         sources = [p.name for p in (REPO / target).glob("*.py")]
         assert sources and all(f"{target}/{name}" in members for name in sources), plugin_dir
+    # Filters live in the roles that use them (role-local, unqualified there), and each is
+    # linked file by file into plugins/filter for everyone else (FQCN).
+    filters = sorted(REPO.glob("roles/*/filter_plugins/*.py"))
+    assert {p.name for p in filters} >= {"squid_filters.py", "netacct_filters.py"}
+    for path in filters:
+        member = members[f"plugins/filter/{path.name}"]
+        assert member.issym() and member.linkname == f"../../{path.relative_to(REPO)}", path
+        assert str(path.relative_to(REPO)) in members
     for name in ("MANIFEST.json", "meta/runtime.yml", "requirements.yml", "LICENSE", "roles/aerie_node/tasks/main.yml"):
         assert name in members, name
 
