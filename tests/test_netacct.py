@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from aerie_testutil import REPO, load_script
+from aerie_testutil import REPO, ansible_playbook, load_script
 
 agent = load_script("roles/netacct/files/aerie-netacct")
 hook = load_script("roles/netacct/files/aerie-netacct-job-exit")
@@ -288,8 +288,6 @@ def test_the_hook_exits_0_on_any_failure(tmp_path, capsys):
 
 def _role(tmp_path, extra):
     """The netacct role on this machine in check mode (nothing can change), with EXTRA as extra vars."""
-    from aerie_testutil import ansible_playbook
-
     play = tmp_path / "play.yml"
     play.write_text("- hosts: localhost\n  connection: local\n  gather_facts: true\n  roles: [netacct]\n")
     # The test's own Python is the target's (this machine's python3 may be a pyenv shim).
