@@ -91,7 +91,11 @@ def test_a_killed_build_takes_its_bootstrapper_along_and_the_next_run_waits_for_
 
     def next_run():
         with aerie_chroot.tree_lock("sl5", str(locks)) as lock:
-            seen["straggler alive"] = alive(dpkg)
+            # The kernel drops an exiting process's locks (exit_files) a
+            # moment before it turns it into a zombie (exit_notify), so the
+            # lock can come free while /proc still shows the straggler
+            # running: allow that moment, not the seconds it had left to live.
+            seen["straggler alive"] = not wait_for(lambda: not alive(dpkg), 1)
             seen["cleaned"] = chroot_build.clear_leftovers(chroot_build.Steps(lock.fileno(), 0), str(root), "sl5")
 
     rerun = threading.Thread(target=next_run)
