@@ -7,7 +7,8 @@ Test modules instead declare::
     import aerie_testinfra
     testinfra_hosts = aerie_testinfra.hosts("squid_servers")
 
-and testinfra talks to the containers with ``podman exec`` directly.
+and testinfra talks to the containers directly (``podman exec`` semantics through
+nsenter: aerie_nsexec.py, patched into testinfra by conftest.py).
 """
 
 from __future__ import annotations
