@@ -122,7 +122,11 @@ def test_runtime_over_the_cap_is_held_by_the_node_with_its_reason(host, jobs):
     assert (code, subcode) == (21, 103)
     assert re.fullmatch(r"(Error from \S+: )?Job put on hold by the execute node for running longer than 90 seconds\.",
                         reason), reason
-    assert 90 <= after < 180
+    # Measured from the execute event, which the shadow writes once the
+    # starter has begun (event times are whole seconds): a cap enforced at
+    # 90 s of the starter's clock shows as 88-90 s here (CI saw 89). A cap
+    # not enforced, or enforced at the first evaluation, is far outside.
+    assert 85 <= after < 180
 
 
 def test_the_seed_sites_schedd_policy_holds_with_its_exact_reason(host, jobs):
