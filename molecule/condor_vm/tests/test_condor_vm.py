@@ -77,6 +77,20 @@ def test_htcondor_reads_the_vm_knobs_and_the_plugin(host):
     assert int(got["VM_MEMORY"]) == memtotal_mb - 2048 - 2048
 
 
+def test_vm_jobs_get_their_domain_from_aeries_script_with_the_nodes_domain_type(host):
+    got = params(host, "LIBVIRT_XML_SCRIPT", "LIBVIRT_XML_SCRIPT_ARGS")
+    assert got == {"LIBVIRT_XML_SCRIPT": "/usr/local/libexec/aerie-libvirt-xml",
+                   "LIBVIRT_XML_SCRIPT_ARGS": "--domain-type qemu"}
+    # condor_vm-gahp feeds it the job's ad; what it prints is a domain of that type.
+    ad = ('JobVMType = "kvm"\nVMPARAM_VM_NAME = "slot1_1_vm"\nVM_WORKING_DIR = "/var/lib/condor/execute/dir_1"\n'
+          'JobVMMemory = 256\nVMPARAM_vm_Disk = "disk.qcow2:vda:w:qcow2"\n')
+    out = host.run_expect([0], "printf %%s %s | /usr/local/libexec/aerie-libvirt-xml --domain-type qemu", ad).stdout
+    assert out.startswith("<domain type=\"qemu\">") and "/var/lib/condor/execute/dir_1/disk.qcow2" in out
+    refused = host.run("printf %%s %s | /usr/local/libexec/aerie-libvirt-xml",
+                       ad.replace("disk.qcow2:vda", "/etc/shadow:vda"))
+    assert refused.rc == 1 and "must be a file name in the job's directory" in refused.stderr
+
+
 def test_plugin_stages_a_qcow2_overlay_in_a_job_sandbox(host):
     root, sandbox = "/srv/vm-templates", "/var/lib/condor/execute/dir_4242"
     host.run_expect([0], "mkdir -p %s %s && truncate -s 64M %s/sl6.img", root, sandbox, root)
