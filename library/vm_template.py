@@ -1,5 +1,5 @@
 #!/usr/bin/python
-# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: Apache-2.0
 """Make a userland tree into an immutable, bootable qcow2 VM template and publish it."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ description:
   - The copy of the tree and the raw disk are made beside O(tree), outside
     O(root); the image enters O(root) as a hidden C(.NAME-vVERSION.build-XXXX.qcow2)
     of mode C(0600) and is renamed to its final name and made read-only
-    (C(0444)) when complete: a half-built image never carries the final name
+    (C(0444)) when complete, so a half-built image never carries the final name
     and no job can read it. Versions are immutable; the same inputs again change
     nothing, different inputs for an existing version fail.
   - With O(current=true) the stable name C(ROOT/NAME.qcow2) (a symbolic link)
@@ -87,7 +87,8 @@ attributes:
     support: full
   platform:
     platforms: posix
-author: aerie maintainers
+author:
+  - aerie (@aerie)
 """
 
 EXAMPLES = r"""
