@@ -124,7 +124,6 @@ current:
   returned: always
 """
 
-import hashlib
 import json
 import os
 import tempfile
@@ -138,11 +137,7 @@ from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import Aerie
 def tree_identity(tree):
     """What of the tree the image depends on: its chroot manifest when it has one."""
     path = os.path.join(tree, ".aerie-chroot.json")
-    try:
-        with open(path, "rb") as handle:
-            return "sha256:" + hashlib.sha256(handle.read()).hexdigest()
-    except FileNotFoundError:
-        return None
+    return "sha256:" + vmi.sha256_file(path) if os.path.isfile(path) else None
 
 
 def plan(p, check_mode=False):
@@ -231,7 +226,6 @@ def build(p, inputs, todo):
             run_step(argv, timeout, vmi.sfdisk_script(lay) if argv[0] == "sfdisk" else None)
         run_step(["qemu-img", "convert", "-q", "-c", "-f", "raw", "-O", "qcow2", raw, qcow2], timeout)
         manifest = vmi.manifest(todo["name"], todo["version"], qcow2, release, inputs)
-        manifest["image"] = os.path.basename(todo["image"])
         os.chmod(qcow2, 0o444)
         # The manifest goes last: an image without one is an interrupted
         # publish, which the next run redoes.

@@ -26,8 +26,8 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 
+from ansible_collections.aerie.grid.plugins.module_utils import aerie_chroot as chroot
 from ansible_collections.aerie.grid.plugins.module_utils.aerie_core import AerieError
 
 # Partition 1 (FAT, boot files) and where partition 2 (the root) starts.
@@ -118,15 +118,15 @@ DHCP=yes
 
 
 def check_name(name: str) -> str:
-    # As chroot tree names: the vm_image role builds the userland as a tree of the same name.
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_]*", name or ""):
+    # Chroot tree names: the vm_image role builds the userland as a tree of the same name.
+    if not isinstance(name, str) or not chroot.NAME_RE.match(name):
         raise AerieError(f"template name {name!r}: use letters, digits and '_'")
     return name
 
 
 def check_version(version) -> str:
     text = str(version)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._]*", text):
+    if not chroot.VERSION_RE.match(text):
         raise AerieError(f"template version {text!r}: use letters, digits, '.' and '_'")
     return text
 
@@ -265,9 +265,10 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def manifest(name: str, version: str, image: str, release: str, inputs: dict) -> dict:
-    return {"name": name, "version": version, "image": os.path.basename(image), "format": "qcow2",
-            "sha256": sha256_file(image), "kernel": release, "root_label": ROOT_LABEL, "inputs": inputs}
+def manifest(name: str, version: str, built: str, release: str, inputs: dict) -> dict:
+    """The manifest of ``built`` (the finished image, before it gets its final name)."""
+    return {"name": name, "version": version, "image": image_name(name, version), "format": "qcow2",
+            "sha256": sha256_file(built), "kernel": release, "root_label": ROOT_LABEL, "inputs": inputs}
 
 
 def read_manifest(root: str, name: str, version: str) -> dict | None:

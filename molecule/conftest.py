@@ -4,6 +4,7 @@ pytest imports this file before any ``molecule/<scenario>/tests`` module, so
 the helper module beside it becomes importable as ``aerie_testinfra``.
 """
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def _nsenter_run(self, command, *args, **kwargs):
         return _podman_run(self, command, *args, **kwargs)
     cmd = self.get_command(command, *args)
     try:
-        rc, out, err = aerie_nsexec.run(self.name, "/bin/sh -c " + aerie_nsexec.shlex.quote(cmd))
+        rc, out, err = aerie_nsexec.run(self.name, "/bin/sh -c " + shlex.quote(cmd))
     except aerie_nsexec.NotRunning as exc:
         rc, out, err = 125, b"", str(exc).encode()
     result = self.result(rc, self.encode(cmd), out, err)
