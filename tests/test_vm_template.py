@@ -3,8 +3,8 @@
 The pure parts (layout, preparation plan, names) directly; the module through
 real ansible-playbook runs that assemble real disks with sfdisk, mkfs.fat,
 mtools, syslinux and mkfs.ext4, read back with sfdisk, mtools and debugfs.
-The template booting and running a job's payload is
-tests/test_vm_template_boot.py (qemu; run once, not again on the node's oldest Python).
+The template booting as a real VM-universe job and running its payload is
+molecule/condor_vm (tests/test_vm_jobs.py there).
 """
 
 from __future__ import annotations
