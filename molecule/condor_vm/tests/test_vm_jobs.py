@@ -18,13 +18,13 @@ import subprocess
 import aerie_jobs
 import aerie_testinfra
 import pytest
+from ansible_collections.aerie.grid.plugins.module_utils.aerie_vm_image import OUTPUT_MAGIC
 
 testinfra_hosts = aerie_testinfra.hosts("access_points")
 
 TEMPLATE_LINK = "/srv/vm-templates/aerie_test.qcow2"
 TEMPLATE = "/srv/vm-templates/aerie_test-v1.qcow2"
 JOBDIR = "/home/alice/vmjobs"
-MAGIC = b"AERIE-VM-OUTPUT"
 PAYLOAD = """#!/bin/sh
 echo "payload ran on $(uname -r) as $(id -un)"
 echo "machine-id $(cat /etc/machine-id)"
@@ -53,8 +53,10 @@ def sha256(host, path):
     return host.check_output("sha256sum %s", path).split()[0]
 
 
-def qemu_processes(host):
-    return [line for line in host.run("ps -eo args").stdout.splitlines() if line.startswith("/usr/bin/qemu-system")]
+def two_guests(host):
+    """The command lines of the node's qemu processes when there are exactly two, else None."""
+    procs = [line for line in host.run("ps -eo args").stdout.splitlines() if line.startswith("/usr/bin/qemu-system")]
+    return procs if len(procs) == 2 else None
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +69,11 @@ def vm_jobs(host, tmp_path_factory):
     subprocess.run(["genisoimage", "-quiet", "-r", "-J", "-V", "AERIEJOB", "-o", str(work / "job.iso"),
                     str(work / "cd")], check=True)
     # The result disk: raw, its first bytes the marker the guest's entry point looks for.
-    (work / "out.img").write_bytes(MAGIC + b"\0" * (1024 * 1024 - len(MAGIC)))
+    (work / "out.img").write_bytes(OUTPUT_MAGIC.encode().ljust(1024 * 1024, b"\0"))
     (work / "vm.sub").write_text(SUBMIT)
-    aerie_jobs.ensure_user(host)
     host.run_expect([0], "rm -rf %s && install -d -o alice -g alice %s", JOBDIR, JOBDIR)
-    name = aerie_testinfra.hosts("access_points")[0].split("://")[-1]
     for f in ("job.iso", "out.img", "vm.sub"):
-        subprocess.run(["podman", "cp", str(work / f), f"{name}:{JOBDIR}/{f}"], check=True)
+        subprocess.run(["podman", "cp", str(work / f), f"{host.backend.name}:{JOBDIR}/{f}"], check=True)
     host.run_expect([0], "chown alice: %s/*", JOBDIR)
 
     before = sha256(host, TEMPLATE)
@@ -81,7 +81,7 @@ def vm_jobs(host, tmp_path_factory):
     cluster = re.search(r"submitted to cluster (\d+)", out).group(1)
 
     # While both guests run: their sandboxes hold overlays of the template, not copies.
-    both = aerie_jobs.wait_for(lambda: len(qemu_processes(host)) == 2 and qemu_processes(host), timeout=420, step=2)
+    both = aerie_jobs.wait_for(lambda: two_guests(host), timeout=420, step=2)
     domains = host.run("virsh -c qemu:///system list --name").stdout.split()
     disks = host.run("ls /var/lib/condor/execute/*/vm.qcow2").stdout.split()
     overlays = [json.loads(host.check_output("qemu-img info -U --output=json %s", d)) for d in disks]
@@ -145,7 +145,7 @@ def test_the_guests_output_comes_back_to_the_user(vm_jobs):
     ids = set()
     for raw, owner in results.values():
         assert owner == "alice"
-        assert raw.startswith("AERIE-VM-OUTPUT\npayload ran on 6.1"), raw
+        assert raw.startswith(f"{OUTPUT_MAGIC}\npayload ran on 6.1"), raw
         assert " as root\n" in raw and raw.endswith("root=LABEL=aerie-root\nexit 3")
         ids.add(re.search(r"machine-id (\w+)", raw).group(1))
     # The template carries no machine-id: each guest made its own.
