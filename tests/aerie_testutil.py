@@ -29,6 +29,23 @@ def load_script(relpath: str, name: str | None = None) -> ModuleType:
     return module
 
 
+def isolated_ansible_env(tmp_path: Path, defaults: str = "") -> dict[str, str]:
+    """Environment for Ansible run from the tests on this machine: this checkout's roles and plugins,
+    JSON output, and an ansible.cfg of its own in ``tmp_path`` (not the checkout's: its lab inventory
+    has no localhost, its fact cache is on disk) with ``defaults`` as its [defaults] body."""
+    cfg = tmp_path / "ansible.cfg"
+    cfg.write_text("[defaults]\n" + defaults)
+    return {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(cfg),
+        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+        "ANSIBLE_COLLECTIONS_PATH": str(REPO / "collections"),
+        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
+        "ANSIBLE_LOCALHOST_WARNING": "0",
+    }
+
+
 def ansible_playbook(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run this checkout's ansible-playbook with its ansible.cfg; plain output, results as JSON."""
     env = {

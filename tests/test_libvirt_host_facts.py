@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import libvirt
 import pytest
-from aerie_testutil import CONTROLLER_BIN
+from aerie_testutil import CONTROLLER_BIN, isolated_ansible_env
 from ansible_collections.aerie.grid.plugins.module_utils import aerie_libvirt
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,28 +138,13 @@ def test_device_status_of_a_missing_device():
     assert status["usable"] is False
 
 
-def ansible_env(tmp_path: Path) -> dict[str, str]:
-    """Environment for Ansible run from the tests: this checkout's roles, modules and JSON output."""
-    cfg = tmp_path / "ansible.cfg"  # not the checkout's: its lab inventory has no localhost
-    cfg.write_text("[defaults]\n")
-    return {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(cfg),
-        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-        "ANSIBLE_COLLECTIONS_PATH": str(REPO / "collections"),
-        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
-        "ANSIBLE_LOCALHOST_WARNING": "0",
-    }
-
-
 def run_ansible(tmp_path: Path, tool: str, *args: str) -> dict:
     """Run ansible or ansible-playbook from .venv; return its JSON output."""
     done = subprocess.run(
         [str(CONTROLLER_BIN / tool), *args],
         capture_output=True,
         text=True,
-        env=ansible_env(tmp_path),
+        env=isolated_ansible_env(tmp_path),
         cwd=tmp_path,
         timeout=180,
         check=False,
