@@ -26,10 +26,10 @@ def test_lab_inventory_is_a_complete_small_site(lab_inventory):
     for name, info in hosts.items():
         for group in info["groups"]:
             by_group.setdefault(group, []).append(name)
-    # Two workers, a squid, a compute node, a management host, and the pool's
-    # central manager, which is also its access point.
+    # Two workers, a squid, a compute node and its OpenStack control plane, a
+    # management host, and the pool's central manager, which is also its access point.
     assert {g: len(v) for g, v in by_group.items()} == {
-        "worker_nodes": 2, "squid_servers": 1, "compute_nodes": 1, "drift_checkers": 1,
+        "worker_nodes": 2, "squid_servers": 1, "compute_nodes": 1, "openstack_controllers": 1, "drift_checkers": 1,
         "central_managers": 1, "access_points": 1,
     }
     assert by_group["central_managers"] == by_group["access_points"]

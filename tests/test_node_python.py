@@ -20,6 +20,10 @@ LISTED = [REPO / line.strip() for line in (REPO / "tests/node_python.txt").read_
 # Action plugins do the work of these modules on the controller; the module
 # file holds only the documentation ansible-doc reads.
 CONTROLLER_ONLY = {"aerie_python_floor", "aerie_role_vars"}
+# Programs of roles that run on Debian 12 hosts only (their assert.yml refuses
+# any other), so the oldest Python they meet is Debian 12's 3.11, whose
+# packaged OpenStack clients they import.
+DEBIAN12_ONLY = {"roles/openstack_controller/files/aerie-openstack-catalog"}
 
 
 def node_programs() -> list[str]:
@@ -41,8 +45,17 @@ def test_every_node_program_is_exercised_by_a_node_python_test():
     texts = "\n".join(p.read_text() for p in LISTED if p.is_file())
     programs = node_programs()
     assert "roles/condor_vm/files/aerie-vm-nfs-plugin" in programs  # the finder sees scripts without .py
-    untested = [p for p in programs if p.rsplit("/", 1)[-1].removesuffix(".py") not in texts]
+    untested = [p for p in programs
+                if p.rsplit("/", 1)[-1].removesuffix(".py") not in texts and p not in DEBIAN12_ONLY]
     assert not untested, f"node-side code no test in tests/node_python.txt names: {untested}"
+
+
+def test_the_debian12_only_programs_belong_to_roles_that_refuse_other_systems():
+    for program in DEBIAN12_ONLY:
+        role = program.split("/")[1]
+        checks = (REPO / "roles" / role / "tasks" / "assert.yml").read_text()
+        assert "ansible_facts['distribution'] | default('') == 'Debian'" in checks
+        assert "ansible_facts['distribution_major_version'] | default('') == '12'" in checks
 
 
 def test_the_controller_only_modules_really_are_documentation():
