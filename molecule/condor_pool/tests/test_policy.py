@@ -13,7 +13,7 @@ from datetime import datetime
 
 import aerie_testinfra
 import pytest
-from aerie_jobs import job, wait_for
+from aerie_jobs import job, machine, wait_for
 from test_change import submit
 from test_pool import WORKERS, node
 
@@ -27,8 +27,8 @@ JOBS = {
     "memory": (ALLOC.format(mb=100), "request_memory = 64"),
     # Over the node's 30000 KB scratch cap.
     "disk": ("#!/bin/sh\ndd if=/dev/zero of=big bs=1M count=60 status=none\nsleep 300\n", "request_memory = 64"),
-    # Longer than the node's 90 s runtime cap.
-    "runtime": ("#!/bin/sh\nsleep 300\n", "request_memory = 64"),
+    # Longer than the 90 s runtime cap of the one worker that has it (molecule.yml).
+    "runtime": ("#!/bin/sh\nsleep 300\n", "request_memory = 64\nrequirements = (TARGET.Machine == \"{worker2}\")"),
     # Within the node's limits (its request is 2 GB) but over the schedd's 600000 KB
     # (HTCondor reports this one's ResidentSetSize around 1000000 KB here).
     "schedd": (ALLOC.format(mb=250), "request_memory = 2048"),
@@ -74,7 +74,9 @@ def hold(host, name: str):
 @pytest.fixture(scope="module")
 def jobs(host):
     """Submit every job at once; wait until each is held, removed or done."""
+    worker2 = machine(node(WORKERS[1]))
     for name, (script, extra) in JOBS.items():
+        extra = extra.replace("{worker2}", worker2)
         d = f"{HOME}/{name}"
         sub = (f"executable = job.sh\noutput = job.out\nerror = job.err\nlog = job.log\n{extra}\n"
                "should_transfer_files = YES\nqueue\n")

@@ -74,6 +74,8 @@ def publish_next_release(out: Path) -> None:
         f"Date: {time.strftime('%a, %d %b %Y %H:%M:%S UTC', time.gmtime())}\nSHA256:\n{sums}")
     run("gpg", "--batch", "--yes", "--clearsign", "-o", str(dist / "InRelease"), str(dist / "Release"), env=env)
     (out / "key.asc").write_text(run("gpg", "--armor", "--export", env=env))
+    # gpg started an agent for this keyring; it would outlive the test run.
+    run("gpgconf", "--kill", "gpg-agent", env=env)
 
 
 @pytest.fixture(scope="module")
